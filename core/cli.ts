@@ -9,7 +9,8 @@ import { asCpostError, CpostError, EXIT, exitCodeOf, formatError } from "./error
 import { VERSION } from "./version.ts";
 
 type LazyCommand = () => Promise<CommandDef>;
-const load = (p: Promise<{ default: CommandDef }>): Promise<CommandDef> => p.then((m) => m.default);
+// Commands are typed by their own args; the tree only needs them as CommandDef.
+const load = (p: Promise<{ default: unknown }>): Promise<CommandDef> => p.then((m) => m.default as CommandDef);
 
 /** Sub-commands of `cpost`, in the order `--help` lists them. */
 export const subCommands: Record<string, LazyCommand> = {

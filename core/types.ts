@@ -55,7 +55,7 @@ export interface Operator {
   services: OperatorService[];
   /** Model names (Triton) the operator uses. */
   models: string[];
-  /** True when the operator needs a Triton server (models, or a service named *triton*/*trtis*). */
+  /** True when the operator needs a Triton server (models, or a service whose name contains triton or trtis). */
   needsTriton: boolean;
   /** Where the operator starts in the file (1-based). */
   line: number;

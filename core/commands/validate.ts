@@ -9,7 +9,7 @@ export default defineCommand({
     description: "Check a pipeline definition and print its operators in execution order, with their mounts.",
   },
   args: {
-    pipeline: { type: "positional", description: "pipeline definition file (Clara pipeline YAML, api-version 0.3/0.4)", valueHint: "pipeline.yaml" },
+    pipeline: { type: "positional", required: true, description: "pipeline definition file (Clara pipeline YAML, api-version 0.3/0.4)", valueHint: "pipeline.yaml" },
     input: { type: "string", description: "input payload directory, to show the real host paths of the mounts", valueHint: "dir" },
     json: { type: "boolean", description: "print the checked pipeline as JSON" },
   },
