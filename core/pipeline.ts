@@ -11,6 +11,8 @@ import type { Operator, OperatorInput, OperatorOutput, OperatorService, Pipeline
 
 /** Largest pipeline file cpost reads; real ones are a few KB. */
 export const MAX_PIPELINE_BYTES = 4 * 1024 * 1024;
+/** How many problems of one file are listed. */
+const MAX_REPORTED_ERRORS = 20;
 /** Operator names: 1–255 of these characters, as Clara requires. */
 export const OPERATOR_NAME = /^[A-Za-z0-9_-]{1,255}$/;
 /** api-version values cpost understands. */
@@ -70,6 +72,14 @@ export function loadPipeline(file: string): ParsedPipeline {
 
 /** Parses and checks pipeline YAML text; `file` names it in messages. */
 export function parsePipeline(text: string, file: string): ParsedPipeline {
+  if (text.length > MAX_PIPELINE_BYTES) {
+    throw new CpostError("input", `pipeline text is ${text.length} characters; cpost reads at most ${MAX_PIPELINE_BYTES}`, {
+      file,
+      line: 1,
+      column: 1,
+      hint: "a pipeline definition is a few kilobytes; check that this is the right file",
+    });
+  }
   const checker = new Checker(text, file);
   return checker.run();
 }
@@ -514,11 +524,13 @@ class Checker {
   private fail(): never {
     const n = this.errors.length;
     if (n === 1) throw this.errors[0]!;
-    throw new CpostError("input", `${this.file}: ${n} problems`, {
+    // A broken file can yield thousands of follow-on errors; the first few say what to fix.
+    const shown = this.errors.slice(0, MAX_REPORTED_ERRORS);
+    throw new CpostError("input", `${this.file}: ${n} problems${n > shown.length ? ` (the first ${shown.length} shown)` : ""}`, {
       file: this.file,
       line: this.errors[0]!.line,
       column: this.errors[0]!.column,
-      related: this.errors,
+      related: shown,
       hint: "fix them and run `cpost validate` again",
     });
   }
