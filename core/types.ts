@@ -276,6 +276,8 @@ export interface RunInfo {
   startedAtMs: number;
   /** `--metrics_dir`, when given. */
   metricsDir?: string;
+  /** Labels of a monitor session (`cpost monitor start --label k=v`); sinks attach them to every document or series. */
+  labels?: Record<string, string>;
   cpostVersion: string;
 }
 
