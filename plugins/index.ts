@@ -8,6 +8,9 @@ import type { SinkFactory } from "../core/types.ts";
 type SinkModule = { default: SinkFactory };
 
 export const builtinSinks: Record<string, () => Promise<SinkModule>> = {
+  prometheus: () => import("./prometheus.ts"),
+  html: () => import("./html.ts"),
+  progress: () => import("./progress.ts"),
 };
 
 /** Short names users may type instead of the full one. */

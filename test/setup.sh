@@ -17,6 +17,7 @@ need_apt=()
 command -v dockerd >/dev/null || need_apt+=(docker.io)
 [ -x /bin/busybox ] && /bin/busybox --help 2>&1 | head -1 | grep -q . || need_apt+=(busybox-static)
 command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
+command -v chromium >/dev/null || need_apt+=(chromium)  # the HTML report is tested in headless Chromium
 if [ -n "${CPOST_SETUP_EXTRA:-}" ]; then need_apt+=($CPOST_SETUP_EXTRA); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
