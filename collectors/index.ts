@@ -8,6 +8,7 @@ import type { Collector } from "../core/types.ts";
 type CollectorModule = { default: Collector };
 
 export const builtinCollectors: Record<string, () => Promise<CollectorModule>> = {
+  host: () => import("./host.ts"),
 };
 
 /** The collectors `--collectors` selects when not given. */

@@ -1,0 +1,198 @@
+/**
+ * Sink `prometheus`: serves the latest reading of every series at /metrics
+ * in the Prometheus text exposition format 0.0.4, for an existing
+ * Prometheus/Grafana stack to scrape instead of Elasticsearch.
+ *
+ * The sink runs its own HTTP server on `--prometheus-listen` (default
+ * 127.0.0.1:9686), opened when the sink is created so a busy port fails
+ * before anything runs. The server does not keep the process alive: it
+ * serves while cpost runs (a whole `cpost monitor serve`, or one pipeline
+ * run). Each sample carries its own timestamp, so Prometheus stores when it
+ * was measured, not when it was scraped. Pull means flushing is being
+ * scraped: `end` waits (bounded) for one more scrape of the last readings,
+ * then the run's series leave the endpoint.
+ */
+import { CpostError } from "../core/errors.ts";
+import { listenHttp, parseListen, urlOf } from "../core/listen.ts";
+import type { MetricColumn, MetricSpec, RunInfo, SampleBatch, Sink, SinkOptions } from "../core/types.ts";
+
+/** Where /metrics is served unless `--prometheus-listen` says otherwise. */
+export const DEFAULT_PROMETHEUS_LISTEN = "127.0.0.1:9686";
+const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+/** Labels cpost sets itself; a run label of the same name is renamed `label_<name>`. */
+const OWN_LABELS = new Set(["container", "operator", "gpu", "run_id", "pipeline", "job", "instance"]);
+
+/** A cpost metric as a Prometheus family: base units, `_total` on counters. */
+export interface PrometheusFamily {
+  name: string;
+  type: "gauge" | "counter";
+  /** Multiply cpost's value by this to get the base unit. */
+  scale: number;
+  help: string;
+}
+
+const UNIT_SUFFIX: Record<string, { strip: RegExp; suffix: string; scale: number }> = {
+  ns: { strip: /_ns$/, suffix: "_seconds", scale: 1e-9 },
+  us: { strip: /_us$/, suffix: "_seconds", scale: 1e-6 },
+  percent: { strip: /_(pct|percent)$/, suffix: "_ratio", scale: 0.01 },
+  bytes: { strip: /_bytes$/, suffix: "_bytes", scale: 1 },
+  watts: { strip: /_w(atts)?$/, suffix: "_watts", scale: 1 },
+  celsius: { strip: /_c(elsius)?$/, suffix: "_celsius", scale: 1 },
+  mhz: { strip: /_mhz$/, suffix: "_hertz", scale: 1e6 },
+};
+
+/**
+ * The family a metric is exposed as. Per-device GPU metrics are
+ * `cpost_gpu_*` (label gpu); the rest `cpost_container_*` or, for the host
+ * target, `cpost_host_*`. `cpu.percent` (100 = one core) is `cpu_usage_ratio` (1 = one core).
+ */
+export function prometheusFamily(spec: Pick<MetricSpec, "name" | "unit" | "kind" | "device" | "description">, host: boolean): PrometheusFamily {
+  const perDevice = spec.device !== undefined && spec.name.startsWith("gpu.");
+  const scope = perDevice ? "gpu" : host ? "host" : "container";
+  let base = (perDevice ? spec.name.slice(4) : spec.name).replace(/[^A-Za-z0-9_]/g, "_");
+  if (spec.name === "cpu.percent") base = "cpu_usage";
+  const unit = UNIT_SUFFIX[spec.unit];
+  if (unit) base = base.replace(unit.strip, "") + unit.suffix;
+  const name = `cpost_${scope}_${base}${spec.kind === "counter" ? "_total" : ""}`;
+  const help = `${spec.description ?? `cpost metric ${spec.name}`} (cpost ${spec.name}, ${spec.unit}${unit && unit.scale !== 1 ? ` x ${unit.scale}` : ""})`;
+  return { name, type: spec.kind, scale: unit?.scale ?? 1, help };
+}
+
+interface Series {
+  labels: string;
+  scale: number;
+  value: number;
+  timestampMs: number;
+}
+interface Family extends PrometheusFamily {
+  series: Series[];
+}
+
+/** The prometheus sink, with where it serves and a way to stop serving. */
+export interface PrometheusSink extends Sink {
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/** Creates the sink and starts serving /metrics. */
+export default function createPrometheusSink(options: SinkOptions): PrometheusSink {
+  const address = parseListen(options.options["prometheus-listen"] ?? DEFAULT_PROMETHEUS_LISTEN, "--prometheus-listen");
+  const stamping = options.options["prometheus-timestamps"] ?? "true";
+  if (stamping !== "true" && stamping !== "false") {
+    throw new CpostError("usage", `--prometheus-timestamps ${stamping}: expected true or false`, {
+      hint: "false exposes readings without timestamps (Prometheus then stamps them at scrape time)",
+    });
+  }
+  const timestamps = stamping === "true";
+  const families = new Map<string, Family>();
+  // Per container series: the columns object is shared by all its batches, so one lookup per batch.
+  const prepared = new Map<string, { columns: readonly MetricColumn[]; series: Array<Series | undefined> }>();
+  let runLabels = "";
+  let info = "";
+  let lastScrapeMs = NaN;
+  let scrapeGapMs = NaN;
+  let unscraped = false;
+  let scraped: Array<() => void> = [];
+
+  const server = listenHttp(address, "prometheus sink", "--prometheus-listen", (request) => {
+    if (new URL(request.url).pathname !== "/metrics") return new Response("cpost: metrics are at /metrics\n", { status: 404 });
+    const now = performance.now();
+    if (!Number.isNaN(lastScrapeMs)) scrapeGapMs = now - lastScrapeMs;
+    lastScrapeMs = now;
+    unscraped = false;
+    const body = render();
+    for (const wake of scraped.splice(0)) wake();
+    return new Response(body, { headers: { "Content-Type": CONTENT_TYPE } });
+  });
+  server.unref();
+
+  function seriesFor(batch: SampleBatch, column: MetricColumn): Series {
+    const shape = prometheusFamily(column, batch.containerId === "");
+    let family = families.get(shape.name);
+    if (!family) families.set(shape.name, (family = { ...shape, series: [] }));
+    const labels = [
+      batch.containerId && `container="${escapeValue(batch.containerId)}"`,
+      batch.operator && `operator="${escapeValue(batch.operator)}"`,
+      shape.name.startsWith("cpost_gpu_") && `gpu="${column.device}"`,
+      runLabels,
+    ].filter(Boolean).join(",");
+    const series: Series = { labels, scale: shape.scale, value: NaN, timestampMs: 0 };
+    family.series.push(series);
+    return series;
+  }
+
+  function render(): string {
+    const lines: string[] = [];
+    if (info) lines.push("# HELP cpost_run_info The run (or monitor session) cpost is recording now.", "# TYPE cpost_run_info gauge", `cpost_run_info{${info}} 1`);
+    for (const family of [...families.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      lines.push(`# HELP ${family.name} ${family.help.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")}`, `# TYPE ${family.name} ${family.type}`);
+      for (const s of family.series) {
+        const value = Number.isNaN(s.value) ? "NaN" : s.value === Infinity ? "+Inf" : s.value === -Infinity ? "-Inf" : String(s.value);
+        lines.push(`${family.name}${s.labels ? `{${s.labels}}` : ""} ${value}${timestamps ? ` ${Math.round(s.timestampMs)}` : ""}`);
+      }
+    }
+    return lines.length ? `${lines.join("\n")}\n` : "";
+  }
+
+  return {
+    name: "prometheus",
+    url: `${urlOf(address.hostname, server.port ?? address.port)}/metrics`,
+
+    start(run: RunInfo) {
+      families.clear();
+      prepared.clear();
+      const labels: Record<string, string> = { run_id: run.id, pipeline: run.pipeline.name };
+      for (const [key, value] of Object.entries(run.labels ?? {})) {
+        const name = key.replace(/[^A-Za-z0-9_]/g, "_").replace(/^(?=[0-9])|^__/, "label_");
+        labels[OWN_LABELS.has(name) ? `label_${name}` : name] = value;
+      }
+      runLabels = Object.entries(labels).map(([k, v]) => `${k}="${escapeValue(v)}"`).join(",");
+      info = runLabels;
+    },
+
+    write(batch: SampleBatch) {
+      const key = `${batch.containerId}\0${batch.operator}`;
+      let entry = prepared.get(key);
+      if (entry?.columns !== batch.columns) prepared.set(key, (entry = { columns: batch.columns, series: [] }));
+      const width = batch.columns.length;
+      for (let c = 0; c < width; c++) {
+        for (let r = batch.rows - 1; r >= 0; r--) {
+          const v = batch.values[r * width + c]!;
+          if (Number.isNaN(v)) continue;
+          const series = (entry.series[c] ??= seriesFor(batch, batch.columns[c]!));
+          // Dividing by a whole number keeps exact decimals exact (7.75e9 ns -> 7.75 s).
+          series.value = series.scale >= 1 ? v * series.scale : v / Math.round(1 / series.scale);
+          series.timestampMs = batch.timestampMs[r]!;
+          unscraped = true;
+          break;
+        }
+      }
+    },
+
+    operatorDone() {},
+
+    async end() {
+      if (unscraped && !Number.isNaN(lastScrapeMs)) {
+        const waitMs = Math.min(30_000, Math.max(1000, 2 * (Number.isNaN(scrapeGapMs) ? 5000 : scrapeGapMs) + 1000));
+        let timer: Timer | undefined;
+        await new Promise<void>((resolve) => {
+          scraped.push(resolve);
+          timer = setTimeout(resolve, waitMs);
+        });
+        clearTimeout(timer);
+      }
+      families.clear();
+      prepared.clear();
+      info = "";
+    },
+
+    async close() {
+      for (const wake of scraped.splice(0)) wake();
+      await server.stop(true);
+    },
+  };
+}
+
+function escapeValue(value: string): string {
+  return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
