@@ -18,6 +18,7 @@ command -v dockerd >/dev/null || need_apt+=(docker.io)
 [ -x /bin/busybox ] && /bin/busybox --help 2>&1 | head -1 | grep -q . || need_apt+=(busybox-static)
 command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
 command -v chromium >/dev/null || need_apt+=(chromium)  # the HTML report is tested in headless Chromium
+command -v prometheus >/dev/null || need_apt+=(prometheus)  # the prometheus sink is tested against a real Prometheus (and promtool)
 if [ -n "${CPOST_SETUP_EXTRA:-}" ]; then need_apt+=($CPOST_SETUP_EXTRA); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
