@@ -13,7 +13,7 @@
  * then the run's series leave the endpoint.
  */
 import { CpostError } from "../core/errors.ts";
-import { listenHttp, parseListen, urlOf } from "../core/listen.ts";
+import { listenHttp, parseListen, urlOf, type ListenAddress } from "../core/listen.ts";
 import type { MetricColumn, MetricSpec, RunInfo, SampleBatch, Sink, SinkOptions } from "../core/types.ts";
 
 /** Where /metrics is served unless `--prometheus-listen` says otherwise. */
@@ -71,10 +71,46 @@ interface Family extends PrometheusFamily {
 /** The prometheus sink, with where it serves and a way to stop serving. */
 export interface PrometheusSink extends Sink {
   readonly url: string;
+  /** Stops the server of this sink's address (for every sink sharing it). */
   close(): Promise<void>;
 }
 
-/** Creates the sink and starts serving /metrics. */
+/** One server per address for the whole process, so a monitor's sessions (a fresh sink each) keep one endpoint. */
+interface Endpoint {
+  key: string;
+  url: string;
+  server: Bun.Server<undefined>;
+  /** The exposition of the sink now between start and end. */
+  render: (() => string) | undefined;
+  lastScrapeMs: number;
+  scrapeGapMs: number;
+  scraped: Array<() => void>;
+}
+const endpoints = new Map<string, Endpoint>();
+
+function endpointFor(address: ListenAddress): Endpoint {
+  const shared = address.port === 0 ? undefined : endpoints.get(`${address.hostname}:${address.port}`);
+  if (shared) return shared;
+  const endpoint: Endpoint = { key: "", url: "", server: undefined!, render: undefined, lastScrapeMs: NaN, scrapeGapMs: NaN, scraped: [] };
+  endpoint.server = listenHttp(address, "prometheus sink", "--prometheus-listen", (request) => {
+    if (new URL(request.url).pathname !== "/metrics") return new Response("cpost: metrics are at /metrics\n", { status: 404 });
+    const now = performance.now();
+    if (!Number.isNaN(endpoint.lastScrapeMs)) endpoint.scrapeGapMs = now - endpoint.lastScrapeMs;
+    endpoint.lastScrapeMs = now;
+    const body = endpoint.render?.() ?? "";
+    for (const wake of endpoint.scraped.splice(0)) wake();
+    return new Response(body, { headers: { "Content-Type": CONTENT_TYPE } });
+  });
+  // Serving must not keep cpost alive: it serves while the run (or monitor) does.
+  endpoint.server.unref();
+  const port = endpoint.server.port ?? address.port;
+  endpoint.key = `${address.hostname}:${port}`;
+  endpoint.url = `${urlOf(address.hostname, port)}/metrics`;
+  endpoints.set(endpoint.key, endpoint);
+  return endpoint;
+}
+
+/** Creates the sink; serves /metrics from now on (or shares this process's server on that address). */
 export default function createPrometheusSink(options: SinkOptions): PrometheusSink {
   const address = parseListen(options.options["prometheus-listen"] ?? DEFAULT_PROMETHEUS_LISTEN, "--prometheus-listen");
   const stamping = options.options["prometheus-timestamps"] ?? "true";
@@ -84,27 +120,12 @@ export default function createPrometheusSink(options: SinkOptions): PrometheusSi
     });
   }
   const timestamps = stamping === "true";
+  const endpoint = endpointFor(address);
   const families = new Map<string, Family>();
   // Per container series: the columns object is shared by all its batches, so one lookup per batch.
   const prepared = new Map<string, { columns: readonly MetricColumn[]; series: Array<Series | undefined> }>();
   let runLabels = "";
-  let info = "";
-  let lastScrapeMs = NaN;
-  let scrapeGapMs = NaN;
-  let unscraped = false;
-  let scraped: Array<() => void> = [];
-
-  const server = listenHttp(address, "prometheus sink", "--prometheus-listen", (request) => {
-    if (new URL(request.url).pathname !== "/metrics") return new Response("cpost: metrics are at /metrics\n", { status: 404 });
-    const now = performance.now();
-    if (!Number.isNaN(lastScrapeMs)) scrapeGapMs = now - lastScrapeMs;
-    lastScrapeMs = now;
-    unscraped = false;
-    const body = render();
-    for (const wake of scraped.splice(0)) wake();
-    return new Response(body, { headers: { "Content-Type": CONTENT_TYPE } });
-  });
-  server.unref();
+  let lastWriteMs = NaN;
 
   function seriesFor(batch: SampleBatch, column: MetricColumn): Series {
     const shape = prometheusFamily(column, batch.containerId === "");
@@ -122,8 +143,7 @@ export default function createPrometheusSink(options: SinkOptions): PrometheusSi
   }
 
   function render(): string {
-    const lines: string[] = [];
-    if (info) lines.push("# HELP cpost_run_info The run (or monitor session) cpost is recording now.", "# TYPE cpost_run_info gauge", `cpost_run_info{${info}} 1`);
+    const lines = ["# HELP cpost_run_info The run (or monitor session) cpost is recording now.", "# TYPE cpost_run_info gauge", `cpost_run_info{${runLabels}} 1`];
     for (const family of [...families.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
       lines.push(`# HELP ${family.name} ${family.help.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")}`, `# TYPE ${family.name} ${family.type}`);
       for (const s of family.series) {
@@ -131,23 +151,24 @@ export default function createPrometheusSink(options: SinkOptions): PrometheusSi
         lines.push(`${family.name}${s.labels ? `{${s.labels}}` : ""} ${value}${timestamps ? ` ${Math.round(s.timestampMs)}` : ""}`);
       }
     }
-    return lines.length ? `${lines.join("\n")}\n` : "";
+    return `${lines.join("\n")}\n`;
   }
 
   return {
     name: "prometheus",
-    url: `${urlOf(address.hostname, server.port ?? address.port)}/metrics`,
+    url: endpoint.url,
 
     start(run: RunInfo) {
-      families.clear();
-      prepared.clear();
+      if (endpoint.render) {
+        throw new CpostError("usage", `prometheus: ${endpoint.url} already exposes another run of this process`, { hint: "give each prometheus sink its own --prometheus-listen" });
+      }
       const labels: Record<string, string> = { run_id: run.id, pipeline: run.pipeline.name };
       for (const [key, value] of Object.entries(run.labels ?? {})) {
         const name = key.replace(/[^A-Za-z0-9_]/g, "_").replace(/^(?=[0-9])|^__/, "label_");
         labels[OWN_LABELS.has(name) ? `label_${name}` : name] = value;
       }
       runLabels = Object.entries(labels).map(([k, v]) => `${k}="${escapeValue(v)}"`).join(",");
-      info = runLabels;
+      endpoint.render = render;
     },
 
     write(batch: SampleBatch) {
@@ -163,7 +184,7 @@ export default function createPrometheusSink(options: SinkOptions): PrometheusSi
           // Dividing by a whole number keeps exact decimals exact (7.75e9 ns -> 7.75 s).
           series.value = series.scale >= 1 ? v * series.scale : v / Math.round(1 / series.scale);
           series.timestampMs = batch.timestampMs[r]!;
-          unscraped = true;
+          lastWriteMs = performance.now();
           break;
         }
       }
@@ -172,23 +193,25 @@ export default function createPrometheusSink(options: SinkOptions): PrometheusSi
     operatorDone() {},
 
     async end() {
-      if (unscraped && !Number.isNaN(lastScrapeMs)) {
-        const waitMs = Math.min(30_000, Math.max(1000, 2 * (Number.isNaN(scrapeGapMs) ? 5000 : scrapeGapMs) + 1000));
+      // Flushing a pull endpoint is being scraped: if someone scrapes, wait (bounded) for the last readings to be taken.
+      if (lastWriteMs > endpoint.lastScrapeMs) {
+        const gap = Number.isNaN(endpoint.scrapeGapMs) ? 5000 : endpoint.scrapeGapMs;
         let timer: Timer | undefined;
         await new Promise<void>((resolve) => {
-          scraped.push(resolve);
-          timer = setTimeout(resolve, waitMs);
+          endpoint.scraped.push(resolve);
+          timer = setTimeout(resolve, Math.min(30_000, Math.max(1000, 2 * gap + 1000)));
         });
         clearTimeout(timer);
       }
+      if (endpoint.render === render) endpoint.render = undefined;
       families.clear();
       prepared.clear();
-      info = "";
     },
 
     async close() {
-      for (const wake of scraped.splice(0)) wake();
-      await server.stop(true);
+      if (endpoints.get(endpoint.key) === endpoint) endpoints.delete(endpoint.key);
+      for (const wake of endpoint.scraped.splice(0)) wake();
+      await endpoint.server.stop(true);
     },
   };
 }

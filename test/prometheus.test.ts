@@ -66,6 +66,8 @@ afterAll(async () => {
   await prometheus?.stop();
 });
 
+const ended = { results: [], summaries: [], endedAtMs: 0, interval: { target: 10, p50: 10, p99: 10, samples: 1 }, interrupted: false };
+
 function sink(extra: Record<string, string> = {}): PrometheusSink {
   const s = createPrometheusSink({ options: { "prometheus-listen": "127.0.0.1:0", ...extra } });
   sinks.push(s);
@@ -120,29 +122,47 @@ prometheusTest("the exposition is what was written, in base units, and promtool 
   const [out, err, code] = await Promise.all([new Response(lint.stdout).text(), new Response(lint.stderr).text(), lint.exited]);
   expect({ code, out, err }).toEqual({ code: 0, out: "", err: "" });
 
-  // Nobody scrapes this one: end does not wait, and the run's series leave the endpoint.
+  // Scraped since the last write: end does not wait, and the run's series leave the endpoint.
   const before = performance.now();
-  await s.end({ results: [], summaries: [], endedAtMs: Date.now(), interval: { target: 10, p50: 10, p99: 10, samples: 2 }, interrupted: false });
+  await s.end(ended);
   expect(performance.now() - before).toBeLessThan(500);
   expect(await (await fetch(s.url)).text()).toBe("");
 });
 
-test("a busy port and a bad address are clear errors", async () => {
-  const s = sink();
-  const port = new URL(s.url).port;
-  const busy = (() => {
-    try {
-      createPrometheusSink({ options: { "prometheus-listen": `127.0.0.1:${port}` } });
-    } catch (e) {
-      return e;
-    }
-  })() as CpostError;
-  expect(busy).toBeInstanceOf(CpostError);
-  expect(busy.code).toBe("input");
-  expect(busy.message).toBe(`prometheus sink: 127.0.0.1:${port} is already in use by another process`);
-  expect(busy.hint).toContain("--prometheus-listen");
+test("a port held by another server is a clear error; sinks of one process share their address", async () => {
+  const other = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("not cpost") });
+  try {
+    const busy = (() => {
+      try {
+        createPrometheusSink({ options: { "prometheus-listen": `127.0.0.1:${other.port}` } });
+      } catch (e) {
+        return e;
+      }
+    })() as CpostError;
+    expect(busy).toBeInstanceOf(CpostError);
+    expect(busy.code).toBe("input");
+    expect(busy.message).toBe(`prometheus sink: 127.0.0.1:${other.port} is already in use by another process`);
+    expect(busy.hint).toContain("--prometheus-listen");
+  } finally {
+    other.stop(true);
+  }
   expect(() => createPrometheusSink({ options: { "prometheus-listen": "localhost:http" } })).toThrow(/--prometheus-listen "localhost:http" is not an address/);
   expect(() => createPrometheusSink({ options: { "prometheus-listen": "127.0.0.1:0", "prometheus-timestamps": "yes" } })).toThrow(/expected true or false/);
+
+  // Two sessions of a monitor: a fresh sink each, one endpoint; between them it answers, empty.
+  const first = sink();
+  const second = sink({ "prometheus-listen": new URL(first.url).host });
+  expect(second.url).toBe(first.url);
+  await first.start(runInfo("session-1"));
+  await expect((async () => second.start(runInfo("session-2")))()).rejects.toThrow(/already exposes another run/);
+  await first.write(batch(CONTAINER, "a", hostColumns.slice(0, 1), [{ t: 1_700_000_000_000, v: [50] }]));
+  expect(await (await fetch(first.url)).text()).toContain('cpost_container_cpu_usage_ratio{container="' + CONTAINER + '",operator="a",run_id="session-1",pipeline="spleen"} 0.5 1700000000000\n');
+  await first.end(ended);
+  expect((await fetch(first.url)).status).toBe(200);
+  expect(await (await fetch(first.url)).text()).toBe("");
+  await second.start(runInfo("session-2"));
+  expect(await (await fetch(first.url)).text()).toBe('# HELP cpost_run_info The run (or monitor session) cpost is recording now.\n# TYPE cpost_run_info gauge\ncpost_run_info{run_id="session-2",pipeline="spleen"} 1\n');
+  await second.end(ended);
 });
 
 prometheusTest("a real Prometheus scrapes exactly the samples written, and end waits for the last one", async () => {
@@ -167,7 +187,7 @@ prometheusTest("a real Prometheus scrapes exactly the samples written, and end w
   });
   await writeOne();
   const last = written[written.length - 1]!;
-  await s.end({ results: [], summaries: [], endedAtMs: Date.now(), interval: { target: 10, p50: 10, p99: 10, samples: 1 }, interrupted: false });
+  await s.end(ended);
 
   const [stored] = await p.waitFor("the last sample", async () => {
     const found = await p.rawSamples(series);
