@@ -81,6 +81,8 @@
   setTimeout(function () {
     window.cpostReport = {
       renderMs: performance.now() - t0,
+      // Since navigation started: what a person waits, parsing the page included.
+      readyMs: performance.now(),
       charts: made.map(function (m) {
         return {
           id: m.chart.id,
