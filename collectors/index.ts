@@ -9,6 +9,7 @@ type CollectorModule = { default: Collector };
 
 export const builtinCollectors: Record<string, () => Promise<CollectorModule>> = {
   host: () => import("./host.ts"),
+  nvml: () => import("./nvml.ts"),
 };
 
 /** The collectors `--collectors` selects when not given. */
