@@ -11,6 +11,7 @@ export const builtinSinks: Record<string, () => Promise<SinkModule>> = {
   prometheus: () => import("./prometheus.ts"),
   html: () => import("./html.ts"),
   progress: () => import("./progress.ts"),
+  elasticsearch: () => import("./elasticsearch.ts"),
 };
 
 /** Short names users may type instead of the full one. */

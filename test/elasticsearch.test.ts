@@ -1,0 +1,428 @@
+/**
+ * The Elasticsearch sink and `cpost es setup` against the ES-protocol test
+ * server (test/es-server.ts): every sample arrives exactly once (counted by
+ * `_id` and by content) through retries, dropped connections, an outage in
+ * the middle of a run and a restart with a non-empty spool; mapping
+ * conflicts and bad credentials give clear errors.
+ */
+import { afterAll, afterEach, describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { CpostError } from "../core/errors.ts";
+import type { MetricColumn, RunInfo, RunResult, SampleBatch, Sink } from "../core/types.ts";
+import elasticsearch from "../plugins/elasticsearch.ts";
+import { templateRequests } from "../plugins/elasticsearch-templates.ts";
+import { startEsServer, type EsServerOptions, type EsTestServer } from "./es-server.ts";
+import { cpostSource } from "./support.ts";
+
+const CONTAINER = "metrics-cpost.container-default";
+const GPU = "metrics-cpost.gpu-default";
+const servers: EsTestServer[] = [];
+const dirs: string[] = [];
+const tempDir = () => {
+  const dir = mkdtempSync(join(tmpdir(), "cpost-es-test-"));
+  dirs.push(dir);
+  return dir;
+};
+const server = (options?: EsServerOptions) => {
+  const s = startEsServer(options);
+  servers.push(s);
+  return s;
+};
+afterEach(() => {
+  for (const s of servers.splice(0)) s.close();
+});
+afterAll(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+const col = (name: string, unit: MetricColumn["unit"], kind: MetricColumn["kind"] = "gauge", device?: number): MetricColumn => ({
+  name, unit, kind, device, key: device === undefined ? name : `${name}[${device}]`, collector: device === undefined ? "cgroup" : "nvml",
+});
+
+/** Columns as the cgroup, blkio and nvml collectors give them, with `gpus` devices. */
+function columnsFor(gpus: number): MetricColumn[] {
+  const columns = [
+    col("cpu.usage_ns", "ns", "counter"), col("cpu.percent", "percent"), col("memory.usage_bytes", "bytes"),
+    col("memory.working_set_bytes", "bytes"), col("memory.limit_bytes", "bytes"), col("pids.current", "count"),
+    col("io.read_bytes", "bytes", "counter"), col("io.write_bytes", "bytes", "counter"), col("psi.cpu.some_avg10", "percent"),
+  ];
+  for (let d = 0; d < gpus; d++) columns.push(col("gpu.utilization_pct", "percent", "gauge", d), col("gpu.memory_used_bytes", "bytes", "gauge", d), col("gpu.power_w", "watts", "gauge", d));
+  return columns;
+}
+
+/** A container's series as the sampler hands it over: `rows` samples `stepMs` apart, in batches. */
+function series(operator: string, rows: number, options: { gpus?: number; batchRows?: number; startMs?: number; stepMs?: number } = {}): SampleBatch[] {
+  const columns = columnsFor(options.gpus ?? 0);
+  const width = columns.length;
+  const batchRows = options.batchRows ?? 250;
+  const start = options.startMs ?? 1_732_400_000_000.25;
+  const step = options.stepMs ?? 10;
+  const batches: SampleBatch[] = [];
+  for (let first = 0; first < rows; first += batchRows) {
+    const n = Math.min(batchRows, rows - first);
+    const values = new Float64Array(n * width);
+    for (let r = 0; r < n; r++) {
+      const i = first + r;
+      const row = [i * 4e6, i === 0 ? NaN : (i * 37) % 200, 5e7 + i * 4096, 4e7, 2 ** 63, 3, i * 512, i * 256, 0.5];
+      for (let d = 0; d < (options.gpus ?? 0); d++) row.push((i + d) % 100, 1e9 + d, 70.5 + d);
+      values.set(row, r * width);
+    }
+    batches.push({
+      operator, containerId: `${operator}-container`.padEnd(64, "f"), columns, rows: n, values,
+      timestampMs: Float64Array.from({ length: n }, (_, r) => start + (first + r) * step),
+      monotonicMs: Float64Array.from({ length: n }, (_, r) => (first + r) * step),
+    });
+  }
+  return batches;
+}
+
+function runInfo(id: string, labels?: Record<string, string>): RunInfo {
+  return {
+    id,
+    pipeline: { file: "p.yaml", apiVersion: "0.4.0", name: "spleen", operators: [], order: [] },
+    host: { hostname: "gpu-host-1", cpus: 2, memoryBytes: 8e9, kernel: "6.1.0", arch: "x64", cgroupVersion: 1, engine: "docker", engineVersion: "20.10.24" },
+    collectors: ["cgroup", "nvml"], sinks: ["elasticsearch"], intervalMs: 10, startedAtMs: 1_732_400_000_000, cpostVersion: "0.0.0-test", labels,
+  };
+}
+const RESULT = { results: [], summaries: [], endedAtMs: 0, interval: { target: 10, p50: 10, p99: 11, samples: 0 }, interrupted: false } as RunResult;
+
+/** The sink with options a test needs: short timeouts so failures show in milliseconds, its own spool. */
+async function esSink(s: { url: string }, options: Record<string, string> = {}) {
+  const out = { text: "", write(t: string) { out.text += t; return true; } };
+  const sink = await elasticsearch({ out, options: { "es-url": s.url, "es-spool-dir": options["es-spool-dir"] ?? tempDir(), "es-flush": "30ms", "es-timeout": "1s", "es-backoff-max": "100ms", ...options } });
+  return { sink, out };
+}
+
+/** Drives the sink as the runner does. */
+async function feed(sink: Sink, run: RunInfo, batches: SampleBatch[], between?: (i: number) => Promise<void> | void): Promise<void> {
+  await sink.start(run);
+  for (const [i, batch] of batches.entries()) {
+    expect(sink.write(batch)).toBeUndefined(); // write never waits for Elasticsearch
+    await between?.(i);
+  }
+  await sink.end(RESULT);
+}
+
+/** Every (container, timestamp) of the batches appears exactly once among the stored container documents. */
+function expectExactlyOnce(s: EsTestServer, batches: SampleBatch[], index = CONTAINER): void {
+  const expected = new Set<string>();
+  for (const b of batches) for (let r = 0; r < b.rows; r++) expected.add(`${b.containerId} ${new Date(b.timestampMs[r]!).toISOString()} ${b.monotonicMs[r]}`);
+  const seen = new Map<string, number>();
+  for (const doc of s.docs(index).values()) {
+    const d = doc as { "@timestamp": string; container: { id: string }; cpost: { monotonic_ms: number } };
+    const key = `${d.container.id} ${d["@timestamp"]} ${d.cpost.monotonic_ms}`;
+    seen.set(key, (seen.get(key) ?? 0) + 1);
+  }
+  expect([...seen.values()].filter((n) => n !== 1)).toEqual([]);
+  expect(seen.size).toBe(expected.size);
+  expect([...expected].filter((k) => !seen.has(k))).toEqual([]);
+}
+
+/** Polls `condition` until it holds or `ms` pass. */
+async function until(condition: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error("condition not met in time");
+    await Bun.sleep(10);
+  }
+}
+const spoolFiles = (dir: string) => (existsSync(dir) ? readdirSync(dir, { recursive: true }).map(String).filter((f) => f.endsWith(".ndjson")) : []);
+
+describe("documents", () => {
+  test("one per sample per container and one per GPU per sample, ECS fields and cpost's metric names, framed as _bulk wants", async () => {
+    const s = server();
+    const batches = [...series("reader", 600, { gpus: 2 }), ...series("segment", 300)];
+    const { sink, out } = await esSink(s);
+    await feed(sink, runInfo("run-docs", { site: "lab-3" }), batches);
+    expect(out.text).toBe("elasticsearch: 2100 sent, 0 spooled, 0 rejected\n");
+    expect(s.count(CONTAINER)).toBe(900);
+    expect(s.count(GPU)).toBe(1200);
+    expectExactlyOnce(s, batches);
+    expect(s.protocolErrors).toEqual([]);
+    const bulks = s.requests.filter((r) => r.path === "/_bulk");
+    expect(bulks.length).toBeGreaterThan(0);
+    expect(bulks.every((r) => r.contentType === "application/x-ndjson" && r.status === 200)).toBe(true);
+
+    const reader = [...s.docs(CONTAINER).values()].map((d) => d as Record<string, any>).find((d) => d.cpost.operator === "reader" && d.cpost.monotonic_ms === 10)!;
+    expect(reader).toEqual({
+      "@timestamp": "2024-11-23T22:13:20.010Z",
+      labels: { site: "lab-3" },
+      host: { name: "gpu-host-1" },
+      cpost: { run_id: "run-docs", pipeline: "spleen", operator: "reader", monotonic_ms: 10 },
+      container: {
+        id: "reader-container".padEnd(64, "f"),
+        cpu: { usage: 37 / 100 / 2 }, // ECS: a fraction of all the host's cores
+        memory: { usage: (5e7 + 4096) / 8e9 }, // of the host's memory: the cgroup limit is "unlimited"
+        disk: { read: { bytes: 512 }, write: { bytes: 256 } }, // ECS: since the previous sample
+      },
+      metrics: {
+        cpu: { usage_ns: 4e6, percent: 37 },
+        memory: { usage_bytes: 5e7 + 4096, working_set_bytes: 4e7, limit_bytes: 2 ** 63 },
+        pids: { current: 3 },
+        io: { read_bytes: 512, write_bytes: 256 },
+        psi: { cpu: { some_avg10: 0.5 } },
+      },
+    });
+    const first = [...s.docs(CONTAINER).values()].map((d) => d as Record<string, any>).find((d) => d.cpost.operator === "reader" && d.cpost.monotonic_ms === 0)!;
+    expect(first.metrics.cpu).toEqual({ usage_ns: 0 }); // NaN = not measured: left out, never null or 0
+    expect(first.container.cpu).toBeUndefined();
+    const gpu1 = [...s.docs(GPU).values()].map((d) => d as Record<string, any>).find((d) => d.gpu.index === 1 && d.cpost.monotonic_ms === 10)!;
+    expect(gpu1.gpu).toEqual({ index: 1, utilization_pct: 2, memory_used_bytes: 1e9 + 1, power_w: 71.5 });
+    expect(gpu1.container).toEqual({ id: "reader-container".padEnd(64, "f") });
+  });
+
+  test("document ids are deterministic: replaying the same run stores nothing twice", async () => {
+    const s = server();
+    const batches = series("reader", 500, { gpus: 1 });
+    const first = await esSink(s);
+    await feed(first.sink, runInfo("run-replay"), batches);
+    const again = await esSink(s);
+    await feed(again.sink, runInfo("run-replay"), batches);
+    expect(again.out.text).toBe("elasticsearch: 1000 sent, 0 spooled, 0 rejected\n"); // 409s: already there
+    expect(s.stats.conflicts).toBe(1000);
+    expect(s.count()).toBe(1000);
+  });
+
+  test("legacy mode writes the original's gpumetrics / cpumetrics fields", async () => {
+    const s = server();
+    const { sink } = await esSink(s, { "es-legacy": "true" });
+    await feed(sink, runInfo("run-legacy"), series("reader", 20, { gpus: 2 }));
+    expect(s.count("cpumetrics")).toBe(20);
+    expect(s.count("gpumetrics")).toBe(40);
+    const gpu = [...s.docs("gpumetrics").values()].map((d) => d as Record<string, any>).find((d) => d.index === 1 && d.timestamp.endsWith(":20.010Z"))!;
+    expect(gpu).toMatchObject({ index: 1, gpu_utilization__pct: 2, memory_used__MB: 1000.000001, power_draw__W: 71.5, host: "gpu-host-1", run_id: "run-legacy", operator: "reader" });
+    const cpu = [...s.docs("cpumetrics").values()].map((d) => d as Record<string, any>).find((d) => d.timestamp.endsWith(":20.010Z"))!;
+    expect(cpu).toMatchObject({ cpu_utilization__pct: 37, memory_usage__MB: 50.004096, disk_read__B: 512, pids__count: 3 });
+  });
+});
+
+describe("delivery", () => {
+  test("429s, 500s and per-item 429/503 are retried with backoff: every document exactly once", async () => {
+    const s = server();
+    s.inject(
+      { kind: "status", status: 429 },
+      { kind: "items", status: 429, every: 3 },
+      { kind: "status", status: 500 },
+      { kind: "items", status: 503, every: 2, times: 2 },
+      { kind: "status", status: 503 },
+    );
+    const batches = series("reader", 3000);
+    const { sink, out } = await esSink(s, { "es-batch-docs": "700", "es-retries": "8" });
+    await feed(sink, runInfo("run-retry"), batches);
+    expect(s.stats.faultsPlayed).toBe(6);
+    expect(out.text).toBe("elasticsearch: 3000 sent, 0 spooled, 0 rejected\n");
+    expectExactlyOnce(s, batches);
+  });
+
+  test("a dropped connection or a too-slow answer after storing: the resend is a 409, not a duplicate", async () => {
+    const s = server();
+    s.inject({ kind: "drop" }, { kind: "drop", store: false }, { kind: "slow", ms: 1500 });
+    const batches = series("reader", 2000, { gpus: 1 });
+    const { sink, out } = await esSink(s, { "es-batch-docs": "1000", "es-timeout": "500ms" });
+    await feed(sink, runInfo("run-ambiguous"), batches);
+    expect(s.stats.faultsPlayed).toBe(3);
+    expect(s.stats.conflicts).toBeGreaterThan(0); // the server had stored what the client could not know about
+    expect(out.text).toBe("elasticsearch: 4000 sent, 0 spooled, 0 rejected\n");
+    expectExactlyOnce(s, batches);
+    expect(s.count(GPU)).toBe(2000);
+  });
+
+  test("an outage in the middle of a run: documents go to the spool, and are sent when Elasticsearch returns", async () => {
+    const s = server();
+    const spool = tempDir();
+    const batches = series("segment", 6000, { batchRows: 100 });
+    const { sink, out } = await esSink(s, { "es-spool-dir": spool });
+    await feed(sink, runInfo("run-outage"), batches, async (i) => {
+      if (i === 10) {
+        await until(() => s.count(CONTAINER) > 0); // it was up and sending before
+        s.down();
+      }
+      if (i === 40) await until(() => spoolFiles(spool).length > 0); // the outage was noticed, documents are on disk
+      if (i === 45) s.up();
+    });
+    expect(out.text).toContain("not answering (ECONNREFUSED); documents go to the spool");
+    expect(out.text).toMatch(/^elasticsearch: 6000 sent \(\d+ from the spool\), 0 spooled, 0 rejected$/m);
+    expectExactlyOnce(s, batches);
+    expect(spoolFiles(spool)).toEqual([]);
+  });
+
+  test("a restart with a non-empty spool: the next run sends it, exactly once", async () => {
+    const s = server();
+    const spool = tempDir();
+    const before = series("reader", 1500, { gpus: 1 });
+    s.down();
+    const first = await esSink(s, { "es-spool-dir": spool });
+    await feed(first.sink, runInfo("run-a"), before);
+    expect(first.out.text).toContain(`elasticsearch: 0 sent, 3000 spooled in ${spool}`);
+    expect(spoolFiles(spool).length).toBeGreaterThan(0);
+
+    s.up();
+    const after = series("writer", 700, { startMs: 1_732_500_000_000 });
+    const second = await esSink(s, { "es-spool-dir": spool });
+    await feed(second.sink, runInfo("run-b"), after);
+    expect(second.out.text).toContain("3000 documents from earlier runs wait in");
+    expect(second.out.text).toContain("elasticsearch: 3700 sent (3000 from the spool), 0 spooled, 0 rejected");
+    expectExactlyOnce(s, [...before, ...after]);
+    expect(s.count(GPU)).toBe(1500);
+    expect(spoolFiles(spool)).toEqual([]);
+  });
+
+  test("end never waits past its deadline: what Elasticsearch has not taken stays in the spool", async () => {
+    const s = server();
+    s.inject({ kind: "slow", ms: 3000, times: 100 });
+    const spool = tempDir();
+    const { sink, out } = await esSink(s, { "es-spool-dir": spool, "es-timeout": "10s", "es-end-timeout": "300ms" });
+    const started = performance.now();
+    await feed(sink, runInfo("run-deadline"), series("reader", 400));
+    expect(performance.now() - started).toBeLessThan(2500);
+    expect(out.text).toMatch(/elasticsearch: 0 sent, 400 spooled in /);
+  });
+
+  test("a full spool drops documents loudly, counts them, and end throws", async () => {
+    const s = server();
+    s.down();
+    const { sink, out } = await esSink(s, { "es-spool-max": "20k" });
+    let error: unknown;
+    try {
+      await feed(sink, runInfo("run-full"), series("reader", 2000));
+    } catch (e) {
+      error = e;
+    }
+    expect(out.text).toContain("SPOOL FULL");
+    const lost = Number(/(\d+) LOST \(spool full\)/.exec(out.text)?.[1]);
+    const spooled = Number(/(\d+) spooled/.exec(out.text)?.[1]);
+    expect(lost).toBeGreaterThan(0);
+    expect(lost + spooled).toBe(2000);
+    expect(error).toBeInstanceOf(CpostError);
+    expect((error as CpostError).message).toContain(`${lost} documents were dropped`);
+  });
+});
+
+describe("errors", () => {
+  test("a mapping conflict rejects documents with the reason, said once, with what to do", async () => {
+    const s = server();
+    // Someone mapped container.cpu as a number for cpost's data stream.
+    s.componentTemplates.set("theirs", { template: { mappings: { properties: { container: { properties: { cpu: { type: "long" } } } } } } });
+    s.indexTemplates.set("theirs", { index_patterns: ["metrics-cpost.container-*"], priority: 500, data_stream: {}, composed_of: ["theirs"] });
+    const { sink, out } = await esSink(s);
+    await feed(sink, runInfo("run-conflict"), series("reader", 300));
+    const lines = out.text.trim().split("\n");
+    expect(lines).toEqual([
+      "elasticsearch: documents rejected: 400 document_parsing_exception: failed to parse field [container.cpu] of type [long] (the index mapping disagrees with cpost's documents: run `cpost es setup`, then roll the data stream over, or use another --es-namespace)",
+      "elasticsearch: 1 sent, 0 spooled, 299 rejected", // the first sample has no CPU reading, so no container.cpu
+    ]);
+  });
+
+  test("bad credentials: start fails with what to fix and never shows the secret; good ones work", async () => {
+    const s = server({ auth: { apiKey: "Y3Bvc3Q6Z29vZA==", user: "cpost", password: "right horse" } });
+    const dir = tempDir();
+    writeFileSync(join(dir, "key"), "Y3Bvc3Q6d3Jvbmc=\n");
+    const bad = await esSink(s, { "es-api-key-file": join(dir, "key") });
+    const error = await Promise.resolve(bad.sink.start(runInfo("run-auth"))).then(() => undefined, (e: unknown) => e);
+    expect(error).toBeInstanceOf(CpostError);
+    expect((error as CpostError).code).toBe("input");
+    expect((error as CpostError).message).toBe(`elasticsearch at ${s.url} refused the credentials to read cluster info (HTTP 401 security_exception: unable to authenticate with provided credentials and anonymous access is not allowed for this request)`);
+    expect((error as CpostError).hint).toContain(`the API key in ${join(dir, "key")}`);
+    expect(JSON.stringify(error)).not.toContain("Y3Bvc3Q6d3Jvbmc");
+    await bad.sink.end(RESULT);
+
+    writeFileSync(join(dir, "key"), "cpost:good\n"); // id:key pairs are encoded by cpost
+    const good = await esSink(s, { "es-api-key-file": join(dir, "key") });
+    await feed(good.sink, runInfo("run-auth"), series("reader", 50));
+    expect(good.out.text).toBe("elasticsearch: 50 sent, 0 spooled, 0 rejected\n");
+    writeFileSync(join(dir, "pw"), "right horse\n");
+    const basic = await esSink(s, { "es-user": "cpost", "es-password-file": join(dir, "pw") });
+    await feed(basic.sink, runInfo("run-basic"), series("writer", 50));
+    expect(basic.out.text).toBe("elasticsearch: 50 sent, 0 spooled, 0 rejected\n");
+    expect(s.requests.filter((r) => r.path === "/_bulk").every((r) => r.authorization)).toBe(true);
+  });
+
+  test("option errors name the option and what to do", async () => {
+    const make = (options: Record<string, string>) => elasticsearch({ options: { "es-spool-dir": tempDir(), ...options } });
+    expect(() => make({})).toThrow(expect.objectContaining({ code: "usage", hint: expect.stringContaining("CPOST_ES_URL") }));
+    expect(() => make({ "es-url": "localhost:9200" })).toThrow("--es-url must be http:// or https://");
+    expect(() => make({ "es-url": "http://x", "es-api-key": "abc" })).toThrow("--es-api-key takes no secret on the command line");
+    expect(() => make({ "es-url": "http://x", "es-api-key-file": "/nonexistent/key" })).toThrow("cannot read --es-api-key-file /nonexistent/key");
+    expect(() => make({ "es-url": "http://x", "es-spool-max": "lots" })).toThrow('--es-spool-max "lots" is not a size');
+  });
+});
+
+describe("cpost es setup", () => {
+  test("creates component and composable templates, is idempotent, and the sink's documents get the typed mappings", async () => {
+    const s = server();
+    const setup = await cpostSource(["es", "setup", "--es-url", s.url]);
+    expect(setup.stderr).toBe("");
+    expect(setup.code).toBe(0);
+    expect(setup.stdout).toContain(`Elasticsearch 8.15.0 at ${s.url}`);
+    expect(setup.stdout).toContain("index template metrics-cpost.container: created");
+    expect(s.indexTemplates.get("metrics-cpost.gpu")).toMatchObject({ index_patterns: ["metrics-cpost.gpu-*"], data_stream: {}, priority: 200 });
+    const again = await cpostSource(["es", "setup", "--es-url", s.url]);
+    expect(again.code).toBe(0);
+    expect(again.stdout.match(/unchanged/g)?.length).toBe(templateRequests(false).length);
+
+    const { sink } = await esSink(s);
+    await feed(sink, runInfo("run-mapped", { team: "imaging" }), series("reader", 30, { gpus: 1 }));
+    expect(s.fieldType(CONTAINER, "container.cpu.usage")).toBe("scaled_float");
+    expect(s.fieldType(CONTAINER, "metrics.cpu.percent")).toBe("float");
+    expect(s.fieldType(CONTAINER, "metrics.memory.usage_bytes")).toBe("long");
+    expect(s.fieldType(CONTAINER, "cpost.run_id")).toBe("keyword");
+    expect(s.fieldType(CONTAINER, "labels.team")).toBe("keyword");
+    expect(s.fieldType(GPU, "gpu.index")).toBe("integer");
+    expect(s.fieldType(GPU, "gpu.power_w")).toBe("float");
+  });
+
+  test("--legacy makes the gpumetrics / cpumetrics templates; --dry-run prints the JSON and contacts nothing", async () => {
+    const s = server({ distribution: "opensearch" });
+    const legacy = await cpostSource(["es", "setup", "--legacy", "--es-url", s.url]);
+    expect(legacy.code).toBe(0);
+    expect(legacy.stdout).toContain("OpenSearch 2.11.0");
+    const { sink } = await esSink(s, { "es-legacy": "true" });
+    await feed(sink, runInfo("run-legacy-mapped"), series("reader", 10, { gpus: 1 }));
+    expect(s.fieldType("gpumetrics", "gpu_utilization__pct")).toBe("float");
+    expect(s.fieldType("gpumetrics", "index")).toBe("integer");
+    expect(s.fieldType("cpumetrics", "timestamp")).toBe("date");
+
+    const before = s.requests.length;
+    const dry = await cpostSource(["es", "setup", "--dry-run"]);
+    expect(dry.code).toBe(0);
+    expect(s.requests.length).toBe(before);
+    const blocks = dry.stdout.trim().split("\n\n");
+    expect(blocks.map((b) => b.split("\n")[0])).toEqual(templateRequests(false).map((t) => `PUT /${t.kind === "component" ? "_component_template" : "_index_template"}/${encodeURIComponent(t.name)}`));
+    expect(JSON.parse(blocks[0]!.split("\n").slice(1).join("\n"))).toEqual(templateRequests(false)[0]!.body);
+  });
+
+  test("a conflicting template and bad credentials are clear errors (exit 2)", async () => {
+    const s = server({ auth: { user: "elastic", password: "changeme" } });
+    const denied = await cpostSource(["es", "setup", "--es-url", s.url], { env: { CPOST_ES_USER: "elastic", CPOST_ES_PASSWORD: "wrong" } });
+    expect(denied.code).toBe(2);
+    expect(denied.stderr).toContain("refused the credentials to read cluster info (HTTP 401 security_exception");
+    expect(denied.stderr).toContain("hint: cpost used user elastic with the password from CPOST_ES_PASSWORD");
+    expect(denied.stderr).not.toContain("wrong");
+
+    s.indexTemplates.set("someone-elses", { index_patterns: ["metrics-cpost.*"], priority: 200 });
+    const clash = await cpostSource(["es", "setup", "--es-url", s.url], { env: { CPOST_ES_USER: "elastic", CPOST_ES_PASSWORD: "changeme" } });
+    expect(clash.code).toBe(2);
+    expect(clash.stderr).toContain("refused index template metrics-cpost.container: HTTP 400 illegal_argument_exception: index template [metrics-cpost.container] has index patterns [metrics-cpost.container-*] matching patterns from existing templates [someone-elses]");
+    expect(clash.stderr).toContain("hint: another index template matches the same indices at the same priority");
+  });
+});
+
+describe("https", () => {
+  const openssl = Bun.which("openssl");
+  test.skipIf(!openssl)("trusts the CA given with --es-ca (and refuses an unknown certificate)", async () => {
+    const dir = tempDir();
+    const made = Bun.spawnSync([openssl!, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+      "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")], { stderr: "pipe" });
+    expect(made.exitCode).toBe(0);
+    const s = server({ tls: { cert: await Bun.file(join(dir, "cert.pem")).text(), key: await Bun.file(join(dir, "key.pem")).text() } });
+    const trusted = await esSink(s, { "es-ca": join(dir, "cert.pem") });
+    await feed(trusted.sink, runInfo("run-tls"), series("reader", 40));
+    expect(trusted.out.text).toBe("elasticsearch: 40 sent, 0 spooled, 0 rejected\n");
+    const untrusted = await esSink(s, { "es-retries": "0" });
+    await feed(untrusted.sink, runInfo("run-tls-2"), series("writer", 40));
+    expect(untrusted.out.text).toMatch(/not answering \(.*(CERT|SELF_SIGNED|certificate).*\)/i);
+    expect(untrusted.out.text).toContain("0 sent, 40 spooled");
+  });
+});

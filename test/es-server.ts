@@ -1,0 +1,442 @@
+/**
+ * An Elasticsearch-protocol test server (Elasticsearch cannot run here).
+ * It speaks the public REST API cpost uses, as Elasticsearch 8.x / 7.x or
+ * OpenSearch answer it: `GET /`, `POST /_bulk` (NDJSON framing, content
+ * type, auth, op types, data streams, `_id` conflicts, dynamic and template
+ * mappings with their conflicts), component and composable index templates.
+ * It stores what it accepted so a test can count every document, and can be
+ * told to answer 429s, per-item errors, 500s, slow answers or to drop the
+ * connection. Bun.serve on 127.0.0.1, random port.
+ *
+ * Run alone for benchmarks: `bun test/es-server.ts [--ids-only]` prints `{"url":…}`
+ * and serves `GET /_test/stats`.
+ */
+
+/** How the server authenticates and what it claims to be. */
+export interface EsServerOptions {
+  /** When set, every request must carry `ApiKey <apiKey>` or Basic user:password. */
+  auth?: { apiKey?: string; user?: string; password?: string };
+  tls?: { cert: string; key: string };
+  distribution?: "elasticsearch" | "opensearch";
+  version?: string;
+  /** false: keep only `_id`s, not sources (benchmarks with millions of documents). */
+  keepSources?: boolean;
+}
+
+/** Misbehaviour to play on the next `_bulk` requests (`times` requests, default 1). */
+export type Fault =
+  | { kind: "status"; status: number; times?: number } // whole request fails, nothing stored
+  | { kind: "items"; status: number; every?: number; times?: number; type?: string } // every k-th item fails, not stored
+  | { kind: "slow"; ms: number; times?: number } // stored, answered `ms` later
+  | { kind: "drop"; store?: boolean; times?: number }; // stored (unless store: false), then the connection is dropped unanswered
+
+type Json = Record<string, unknown>;
+
+interface IndexState {
+  name: string;
+  backing: string;
+  dataStream: boolean;
+  /** dotted path -> field type ("object" for inner objects) */
+  mapping: Map<string, string>;
+  dynamicTemplates: Array<{ pathMatch?: RegExp; mappingType?: string; type: string }>;
+  docs: Map<string, Json | true>;
+  seq: number;
+}
+
+/** Counters a test reads to prove exactly-once delivery. */
+export interface EsServerStats {
+  bulkRequests: number;
+  itemsReceived: number;
+  created: number;
+  conflicts: number;
+  rejected: number;
+  faultsPlayed: number;
+}
+
+/** The running server and its controls. */
+export interface EsTestServer {
+  readonly url: string;
+  readonly port: number;
+  readonly stats: EsServerStats;
+  /** Every request: method, path, status; for asserting headers and order. */
+  readonly requests: Array<{ method: string; path: string; status: number; contentType: string | null; authorization: boolean }>;
+  /** Protocol violations by the client (bad framing, content type, op type on a data stream…). */
+  readonly protocolErrors: string[];
+  readonly componentTemplates: Map<string, Json>;
+  readonly indexTemplates: Map<string, Json>;
+  /** Stored documents of an index or data stream (sources; `true` in ids-only mode), by `_id`. */
+  docs(index: string): Map<string, Json | true>;
+  /** Documents stored, in one index or all. */
+  count(index?: string): number;
+  /** Index and data stream names that hold documents. */
+  indices(): string[];
+  /** The field type an index maps `path` to. */
+  fieldType(index: string, path: string): string | undefined;
+  inject(...faults: Fault[]): void;
+  clearFaults(): void;
+  /** Stops listening: clients get "connection refused" (Elasticsearch down). */
+  down(): void;
+  /** Listens again on the same port. */
+  up(): void;
+  close(): void;
+}
+
+const glob = (pattern: string) => new RegExp(`^${pattern.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*")}$`);
+const esError = (status: number, type: string, reason: string, extra: Json = {}) => ({ error: { root_cause: [{ type, reason }], type, reason, ...extra }, status });
+const INTEGER_TYPES = new Set(["long", "integer", "short", "byte", "unsigned_long"]);
+const FLOAT_TYPES = new Set(["float", "double", "half_float", "scaled_float"]);
+const KNOWN_TYPES = new Set([...INTEGER_TYPES, ...FLOAT_TYPES, "keyword", "text", "date", "date_nanos", "boolean", "object", "constant_keyword", "ip", "flattened", "wildcard"]);
+
+/** Starts the server; it serves until close(). */
+export function startEsServer(options: EsServerOptions = {}): EsTestServer {
+  const distribution = options.distribution ?? "elasticsearch";
+  const version = options.version ?? (distribution === "opensearch" ? "2.11.0" : "8.15.0");
+  const major = Number(version.split(".")[0]);
+  const parseError = distribution === "elasticsearch" && major >= 8 ? "document_parsing_exception" : "mapper_parsing_exception";
+  const keepSources = options.keepSources ?? true;
+  const indices = new Map<string, IndexState>();
+  const componentTemplates = new Map<string, Json>();
+  // Elasticsearch 8 ships this one (priority 100): `metrics-*-*` become data streams even without cpost's templates.
+  const indexTemplates = new Map<string, Json>([
+    ["metrics", { index_patterns: ["metrics-*-*"], priority: 100, data_stream: {}, composed_of: [], template: { mappings: { properties: { "@timestamp": { type: "date" } } } } }],
+  ]);
+  const faults: Array<Fault & { left: number }> = [];
+  const stats: EsServerStats = { bulkRequests: 0, itemsReceived: 0, created: 0, conflicts: 0, rejected: 0, faultsPlayed: 0 };
+  const requests: EsTestServer["requests"] = [];
+  const protocolErrors: string[] = [];
+
+  function authorized(req: Request): boolean {
+    if (!options.auth) return true;
+    const header = req.headers.get("authorization") ?? "";
+    const { apiKey, user, password } = options.auth;
+    if (apiKey && header === `ApiKey ${apiKey}`) return true;
+    return user !== undefined && header === `Basic ${Buffer.from(`${user}:${password ?? ""}`).toString("base64")}`;
+  }
+
+  function flatten(properties: Json, prefix: string, into: Map<string, string>): void {
+    for (const [name, raw] of Object.entries(properties)) {
+      const field = raw as { type?: string; properties?: Json };
+      const path = `${prefix}${name}`;
+      if (field.properties) {
+        into.set(path, "object");
+        flatten(field.properties, `${path}.`, into);
+      } else into.set(path, field.type ?? "object");
+    }
+  }
+
+  function templateFor(index: string): Json | undefined {
+    let best: Json | undefined;
+    for (const t of indexTemplates.values()) {
+      const patterns = ([] as string[]).concat(t.index_patterns as string[]);
+      if (patterns.some((p) => glob(p).test(index)) && (best === undefined || (t.priority as number ?? 0) > (best.priority as number ?? 0))) best = t;
+    }
+    return best;
+  }
+
+  function openIndex(name: string): IndexState {
+    const existing = indices.get(name);
+    if (existing) return existing;
+    const template = templateFor(name);
+    const state: IndexState = { name, backing: name, dataStream: false, mapping: new Map(), dynamicTemplates: [], docs: new Map(), seq: 0 };
+    if (template) {
+      const parts = [...((template.composed_of as string[]) ?? []).map((c) => (componentTemplates.get(c)?.template ?? {}) as Json), (template.template ?? {}) as Json];
+      for (const part of parts) {
+        const mappings = (part.mappings ?? {}) as { properties?: Json; dynamic_templates?: Array<Record<string, Json>> };
+        flatten(mappings.properties ?? {}, "", state.mapping);
+        for (const entry of mappings.dynamic_templates ?? []) {
+          const rule = Object.values(entry)[0]!;
+          state.dynamicTemplates.push({
+            pathMatch: rule.path_match ? glob(rule.path_match as string) : undefined,
+            mappingType: rule.match_mapping_type as string | undefined,
+            type: ((rule.mapping as Json).type as string) ?? "keyword",
+          });
+        }
+      }
+      if (template.data_stream) {
+        state.dataStream = true;
+        state.backing = `.ds-${name}-${new Date().toISOString().slice(0, 10).replace(/-/g, ".")}-000001`;
+        state.mapping.set("@timestamp", state.mapping.get("@timestamp") ?? "date");
+      }
+    }
+    indices.set(name, state);
+    return state;
+  }
+
+  /** Checks a source against the mapping like Elasticsearch does; returns the error or the new fields to map. */
+  function check(state: IndexState, source: Json, id: string): { error?: { type: string; reason: string }; added: Map<string, string> } {
+    const added = new Map<string, string>();
+    const typeOf = (path: string) => state.mapping.get(path) ?? added.get(path);
+    const fail = (reason: string) => ({ error: { type: parseError, reason }, added });
+    const preview = (v: unknown) => (typeof v === "object" ? `{${Object.entries(v as Json).map(([k, x]) => `${k}=${x}`).join(", ")}}` : String(v));
+    const walk = (object: Json, prefix: string): { type: string; reason: string } | undefined => {
+      for (const [key, value] of Object.entries(object)) {
+        const path = `${prefix}${key}`; // dotted keys are object paths, as in Elasticsearch
+        const parts = path.split(".");
+        for (let i = 1; i < parts.length; i++) {
+          const parent = parts.slice(0, i).join(".");
+          const t = typeOf(parent);
+          if (t !== undefined && t !== "object") return fail(`failed to parse field [${parent}] of type [${t}] in document with id '${id}'. Preview of field's value: '${preview({ [parts.slice(i).join(".")]: value })}'`).error;
+          if (t === undefined) added.set(parent, "object");
+        }
+        for (const item of Array.isArray(value) ? value : [value]) {
+          const type = typeOf(path);
+          if (item === null) continue;
+          if (typeof item === "object") {
+            if (type !== undefined && type !== "object" && type !== "flattened") return fail(`failed to parse field [${path}] of type [${type}] in document with id '${id}'. Preview of field's value: '${preview(item)}'`).error;
+            if (type === undefined) added.set(path, "object");
+            if (type !== "flattened") {
+              const inner = walk(item as Json, `${path}.`);
+              if (inner) return inner;
+            }
+            continue;
+          }
+          if (type === "object") return fail(`object mapping for [${path}] tried to parse field [${key}] as object, but found a concrete value`).error;
+          if (type === undefined) {
+            const mappingType = typeof item === "number" ? (Number.isInteger(item) ? "long" : "double") : typeof item === "boolean" ? "boolean" : "string";
+            const rule = state.dynamicTemplates.find((r) => (!r.pathMatch || r.pathMatch.test(path)) && (!r.mappingType || r.mappingType === "*" || r.mappingType === mappingType));
+            const dateLike = typeof item === "string" && /^\d{4}-\d\d-\d\dT/.test(item) && !Number.isNaN(Date.parse(item));
+            added.set(path, rule?.type ?? (mappingType === "double" ? "float" : mappingType === "string" ? (dateLike ? "date" : "keyword") : mappingType));
+            continue;
+          }
+          const numeric = typeof item === "number" || (typeof item === "string" && item.trim() !== "" && !Number.isNaN(Number(item)));
+          const ok = INTEGER_TYPES.has(type) || FLOAT_TYPES.has(type) ? numeric
+            : type === "date" || type === "date_nanos" ? typeof item === "number" || !Number.isNaN(Date.parse(String(item)))
+            : type === "boolean" ? item === true || item === false || item === "true" || item === "false"
+            : true;
+          if (!ok) return fail(`failed to parse field [${path}] of type [${type}] in document with id '${id}'. Preview of field's value: '${item}'`).error;
+        }
+      }
+      return undefined;
+    };
+    const error = walk(source, "");
+    if (error) return { error, added };
+    if (state.dataStream && (source["@timestamp"] === undefined || typeof source["@timestamp"] === "object")) {
+      return fail("data stream timestamp field [@timestamp] is missing");
+    }
+    return { added };
+  }
+
+  function bulk(text: string, defaultIndex: string | undefined, fault: Fault | undefined): { status: number; body: Json } {
+    if (text.length === 0) return { status: 400, body: esError(400, "parse_exception", "request body is required") };
+    if (!text.endsWith("\n")) {
+      protocolErrors.push("bulk body not terminated by a newline");
+      return { status: 400, body: esError(400, "illegal_argument_exception", "The bulk request must be terminated by a newline [\\n]") };
+    }
+    const lines = text.split("\n");
+    lines.pop();
+    const items: Json[] = [];
+    let errors = false;
+    let position = 0;
+    for (let i = 0; i < lines.length; i++) {
+      let action: Json;
+      try {
+        action = JSON.parse(lines[i]!) as Json;
+      } catch {
+        protocolErrors.push(`malformed action line ${i + 1}`);
+        return { status: 400, body: esError(400, "x_content_parse_exception", `[1:1] Malformed action/metadata line [${i + 1}], expected START_OBJECT`) };
+      }
+      const op = Object.keys(action)[0];
+      if (Object.keys(action).length !== 1 || !["create", "index", "update", "delete"].includes(op ?? "")) {
+        protocolErrors.push(`bad action on line ${i + 1}`);
+        return { status: 400, body: esError(400, "illegal_argument_exception", `Malformed action/metadata line [${i + 1}], expected field [create], [delete], [index] or [update] but found [${op}]`) };
+      }
+      const meta = action[op!] as { _index?: string; _id?: string };
+      const hasSource = op !== "delete";
+      const sourceLine = hasSource ? lines[++i] : undefined;
+      if (hasSource && sourceLine === undefined) {
+        protocolErrors.push(`action line ${i} has no source line`);
+        return { status: 400, body: esError(400, "illegal_argument_exception", "The bulk request must be terminated by a newline [\\n]") };
+      }
+      stats.itemsReceived++;
+      position++;
+      const indexName = meta._index ?? defaultIndex;
+      const reply = (status: number, fields: Json) => {
+        if (status >= 300) errors = true;
+        items.push({ [op!]: { _index: indexName, status, ...fields } });
+      };
+      if (fault?.kind === "items" && position % (fault.every ?? 1) === 0) {
+        const type = fault.type ?? (fault.status === 429 ? "es_rejected_execution_exception" : "unavailable_shards_exception");
+        reply(fault.status, { _id: meta._id, error: { type, reason: `injected ${fault.status} for item ${position}` } });
+        continue;
+      }
+      if (!indexName || indexName !== indexName.toLowerCase() || /[\\/*?"<>| ,#:]/.test(indexName)) {
+        reply(400, { error: { type: "invalid_index_name_exception", reason: `Invalid index name [${indexName}]` } });
+        stats.rejected++;
+        continue;
+      }
+      const state = openIndex(indexName);
+      if (state.dataStream && op !== "create") {
+        protocolErrors.push(`${op} on data stream ${indexName}`);
+        reply(400, { error: { type: "illegal_argument_exception", reason: "only write ops with an op_type of create are allowed in data streams" } });
+        stats.rejected++;
+        continue;
+      }
+      if (op !== "create" && op !== "index") {
+        reply(400, { error: { type: "illegal_argument_exception", reason: `${op} is not supported by this test server` } });
+        continue;
+      }
+      const id = meta._id ?? `auto-${++state.seq}`;
+      if (op === "create" && state.docs.has(id)) {
+        stats.conflicts++;
+        reply(409, { _id: id, error: { type: "version_conflict_engine_exception", reason: `[${id}]: version conflict, document already exists (current version [1])`, index: state.backing } });
+        continue;
+      }
+      let source: Json;
+      try {
+        source = JSON.parse(sourceLine!) as Json;
+        if (typeof source !== "object" || source === null || Array.isArray(source)) throw new Error("not an object");
+      } catch {
+        stats.rejected++;
+        reply(400, { _id: id, error: { type: parseError, reason: "failed to parse", caused_by: { type: "x_content_parse_exception", reason: "not a JSON object" } } });
+        continue;
+      }
+      const checked = check(state, source, id);
+      if (checked.error) {
+        stats.rejected++;
+        reply(400, { _id: id, error: { ...checked.error, index: state.backing } });
+        continue;
+      }
+      for (const [path, type] of checked.added) state.mapping.set(path, type);
+      state.docs.set(id, keepSources ? source : true);
+      stats.created++;
+      reply(201, { _index: state.backing, _id: id, _version: 1, result: "created", _shards: { total: 1, successful: 1, failed: 0 }, _seq_no: state.docs.size - 1, _primary_term: 1 });
+    }
+    return { status: 200, body: { took: 1, errors, items } };
+  }
+
+  function putIndexTemplate(name: string, body: Json): { status: number; body: Json } {
+    const patterns = ([] as unknown[]).concat(body.index_patterns ?? []);
+    if (patterns.length === 0 || patterns.some((p) => typeof p !== "string")) {
+      return { status: 400, body: esError(400, "action_request_validation_exception", "Validation Failed: 1: index patterns are missing;") };
+    }
+    const missing = ((body.composed_of as string[]) ?? []).filter((c) => !componentTemplates.has(c));
+    if (missing.length) return { status: 400, body: esError(400, "invalid_index_template_exception", `index_template [${name}] invalid, cause [index template [${name}] specifies component templates [${missing.join(", ")}] that do not exist]`) };
+    const priority = (body.priority as number | undefined) ?? 0;
+    for (const [other, t] of indexTemplates) {
+      if (other === name || ((t.priority as number | undefined) ?? 0) !== priority) continue;
+      const theirs = ([] as string[]).concat(t.index_patterns as string[]);
+      const overlap = (patterns as string[]).some((p) => theirs.some((q) => glob(p).test(q.replace(/\*/g, "x")) || glob(q).test(p.replace(/\*/g, "x"))));
+      if (overlap) {
+        return { status: 400, body: esError(400, "illegal_argument_exception", `index template [${name}] has index patterns [${patterns.join(", ")}] matching patterns from existing templates [${other}] with patterns (${other} => [${theirs.join(", ")}]) that have the same priority [${priority}], multiple index templates may not match during index creation, please use a different priority`) };
+      }
+    }
+    indexTemplates.set(name, body);
+    return { status: 200, body: { acknowledged: true } };
+  }
+
+  function putComponentTemplate(name: string, body: Json): { status: number; body: Json } {
+    const template = body.template as { mappings?: { properties?: Json } } | undefined;
+    if (!template || typeof template !== "object") return { status: 400, body: esError(400, "action_request_validation_exception", "Validation Failed: 1: template is missing;") };
+    const fields = new Map<string, string>();
+    flatten(template.mappings?.properties ?? {}, "", fields);
+    for (const [path, type] of fields) {
+      if (!KNOWN_TYPES.has(type)) return { status: 400, body: esError(400, "mapper_parsing_exception", `No handler for type [${type}] declared on field [${path}]`) };
+    }
+    componentTemplates.set(name, body);
+    return { status: 200, body: { acknowledged: true } };
+  }
+
+  async function handle(req: Request): Promise<Response> {
+    const url = new URL(req.url);
+    const path = url.pathname;
+    const contentType = req.headers.get("content-type");
+    const json = (status: number, body: unknown) => {
+      requests.push({ method: req.method, path, status, contentType, authorization: req.headers.has("authorization") });
+      const headers: Record<string, string> = { "content-type": "application/json" };
+      if (distribution === "elasticsearch") headers["x-elastic-product"] = "Elasticsearch";
+      return new Response(JSON.stringify(body), { status, headers });
+    };
+    if (path === "/_test/stats") return json(200, { ...stats, count: [...indices.values()].reduce((n, s) => n + s.docs.size, 0) });
+    if (!authorized(req)) {
+      return json(401, esError(401, "security_exception", "unable to authenticate with provided credentials and anonymous access is not allowed for this request", { header: { "WWW-Authenticate": ["Basic realm=\"security\"", "ApiKey"] } }));
+    }
+    const segments = path.split("/").filter(Boolean).map(decodeURIComponent);
+    if (segments.length === 0 && (req.method === "GET" || req.method === "HEAD")) {
+      return json(200, {
+        name: "cpost-test", cluster_name: "cpost-test", cluster_uuid: "cpost-test",
+        version: { number: version, ...(distribution === "opensearch" ? { distribution: "opensearch" } : { build_flavor: "default" }) },
+        tagline: distribution === "opensearch" ? "The OpenSearch Project: https://opensearch.org/" : "You Know, for Search",
+      });
+    }
+    if (segments.at(-1) === "_bulk" && segments.length <= 2 && (req.method === "POST" || req.method === "PUT")) {
+      stats.bulkRequests++;
+      const mediaType = (contentType ?? "").split(";")[0]!.trim().toLowerCase();
+      const text = await req.text();
+      if (mediaType !== "application/x-ndjson" && mediaType !== "application/vnd.elasticsearch+x-ndjson") {
+        protocolErrors.push(`bulk with content-type ${contentType}`);
+        return json(406, { error: `Content-Type header [${contentType}] is not supported`, status: 406 });
+      }
+      const fault = faults[0];
+      if (fault && --fault.left <= 0) faults.shift();
+      if (fault) stats.faultsPlayed++;
+      if (fault?.kind === "status") {
+        const type = fault.status === 429 ? "es_rejected_execution_exception" : fault.status === 503 ? "unavailable_shards_exception" : "internal_server_error";
+        return json(fault.status, esError(fault.status, type, `injected ${fault.status}`));
+      }
+      const drop = () => {
+        requests.push({ method: req.method, path, status: 0, contentType, authorization: req.headers.has("authorization") });
+        return new Response(new ReadableStream({ pull: (c) => c.error() })); // an erroring body resets the connection
+      };
+      if (fault?.kind === "drop" && fault.store === false) return drop();
+      const result = bulk(text, segments.length === 2 ? segments[0] : undefined, fault);
+      if (fault?.kind === "drop") return drop();
+      if (fault?.kind === "slow") await Bun.sleep(fault.ms);
+      return json(result.status, result.body);
+    }
+    const body = req.method === "PUT" ? ((await req.json().catch(() => undefined)) as Json | undefined) : undefined;
+    if (req.method === "PUT" && body === undefined) return json(400, esError(400, "parse_exception", "request body is required"));
+    if (segments[0] === "_component_template" && segments[1]) {
+      if (req.method === "PUT") return respond(putComponentTemplate(segments[1], body!));
+      const t = componentTemplates.get(segments[1]);
+      return t ? json(200, { component_templates: [{ name: segments[1], component_template: t }] })
+        : json(404, esError(404, "resource_not_found_exception", `component template matching [${segments[1]}] not found`));
+    }
+    if (segments[0] === "_index_template" && segments[1]) {
+      if (req.method === "PUT") return respond(putIndexTemplate(segments[1], body!));
+      const t = indexTemplates.get(segments[1]);
+      return t ? json(200, { index_templates: [{ name: segments[1], index_template: t }] })
+        : json(404, esError(404, "resource_not_found_exception", `index template matching [${segments[1]}] not found`));
+    }
+    return json(400, { error: `no handler found for uri [${path}] and method [${req.method}]` });
+
+    function respond(r: { status: number; body: Json }): Response {
+      return json(r.status, r.body);
+    }
+  }
+
+  const serve = (port: number) => Bun.serve({ hostname: "127.0.0.1", port, fetch: handle, maxRequestBodySize: 512 * 2 ** 20, tls: options.tls });
+  let server: ReturnType<typeof serve> | undefined = serve(0);
+  const port = server.port!;
+
+  return {
+    url: `${options.tls ? "https" : "http"}://127.0.0.1:${port}`,
+    port,
+    stats,
+    requests,
+    protocolErrors,
+    componentTemplates,
+    indexTemplates,
+    docs: (index) => indices.get(index)?.docs ?? new Map(),
+    count: (index) => (index === undefined ? [...indices.values()].reduce((n, s) => n + s.docs.size, 0) : indices.get(index)?.docs.size ?? 0),
+    indices: () => [...indices.values()].filter((s) => s.docs.size > 0).map((s) => s.name),
+    fieldType: (index, path) => indices.get(index)?.mapping.get(path),
+    inject: (...added) => faults.push(...added.map((f) => ({ ...f, left: f.times ?? 1 }))),
+    clearFaults: () => void faults.splice(0),
+    down() {
+      server?.stop(true);
+      server = undefined;
+    },
+    up() {
+      server ??= serve(port);
+    },
+    close() {
+      server?.stop(true);
+      server = undefined;
+    },
+  };
+}
+
+if (import.meta.main) {
+  const server = startEsServer({ keepSources: !process.argv.includes("--ids-only") });
+  process.stdout.write(`${JSON.stringify({ url: server.url })}\n`);
+}
