@@ -8,6 +8,9 @@ import type { SinkFactory } from "../core/types.ts";
 type SinkModule = { default: SinkFactory };
 
 export const builtinSinks: Record<string, () => Promise<SinkModule>> = {
+  table: () => import("./table.ts"),
+  csv: () => import("./csv.ts"),
+  msgpack: () => import("./msgpack.ts"),
   prometheus: () => import("./prometheus.ts"),
   html: () => import("./html.ts"),
   progress: () => import("./progress.ts"),

@@ -1,0 +1,121 @@
+/**
+ * `--sinks csv`: `<metrics_dir>/<operator>_final_result.csv`, as the original
+ * CPOST wrote it: header `timestamp,cpu_percent,memory`, CRLF line ends, one
+ * row per pair of consecutive readings (see core/summary.ts), timestamp in
+ * Unix epoch seconds (true UTC; the original's was off by the UTC offset),
+ * cpu_percent with 100 per core, memory in MB (bytes / 1e6). Every other
+ * metric of the first series follows as a column named by its key (e.g.
+ * `io.read_bytes`, `gpu.utilization_pct[0]`); empty = not measured.
+ *
+ * Rows are written as batches arrive and flushed at least every second, so
+ * a crash keeps all but the last second. Numbers print as the shortest text
+ * that reads back the same double, so a replay writes the same bytes.
+ */
+import { closeSync, mkdirSync, openSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { CpostError } from "../core/errors.ts";
+import { CPU_KEY, definePairing, MEMORY_KEY, type Pairing, type RowEmitter } from "../core/summary.ts";
+import type { MetricColumn, Sink, SinkFactory, SinkOptions } from "../core/types.ts";
+
+const FLUSH_MS = 1000;
+const FIRST_COLUMNS = ["timestamp", "cpu_percent", "memory"];
+
+/** One operator's open CSV file. */
+interface CsvFile {
+  path: string;
+  fd: number;
+  /** Keys of the columns after the first three, fixed by the first series. */
+  extraKeys: string[] | undefined;
+  pairing: Pairing | undefined;
+  emit: RowEmitter;
+  pending: string;
+}
+
+// Python printed floats with a trailing ".0" when whole; the first three columns keep that look.
+const pythonFloat = (x: number) => (x !== x ? "" : Number.isInteger(x) && Math.abs(x) < 1e16 ? `${x}.0` : String(x));
+const plain = (x: number) => (x !== x ? "" : String(x));
+const quote = (name: string) => (/[",\r\n]/.test(name) ? `"${name.replace(/"/g, '""')}"` : name);
+
+const csv = (options: SinkOptions): Sink => {
+  const dir = options.metricsDir;
+  if (!dir) throw new CpostError("usage", "the csv sink needs --metrics_dir", { hint: "add --metrics_dir DIR, or leave csv out of --sinks" });
+  const out = options.out ?? process.stdout;
+  const files = new Map<string, CsvFile>();
+  let lastFlush = performance.now();
+  let timer: ReturnType<typeof setInterval> | undefined;
+
+  const flush = (file: CsvFile) => {
+    if (file.pending.length === 0) return;
+    writeSync(file.fd, file.pending);
+    file.pending = "";
+  };
+  const open = (operator: string): CsvFile => {
+    let file = files.get(operator);
+    if (file) return file;
+    if (!/^[A-Za-z0-9_.-]+$/.test(operator) || operator.startsWith(".")) {
+      throw new CpostError("input", `operator name "${operator}" cannot name a CSV file`, { hint: "operator names are 1-255 of [A-Za-z0-9_-]" });
+    }
+    const path = join(dir, `${operator}_final_result.csv`);
+    try {
+      mkdirSync(dir, { recursive: true });
+      file = { path, fd: openSync(path, "w"), extraKeys: undefined, pairing: undefined, emit: () => {}, pending: "" };
+    } catch (cause) {
+      throw new CpostError("io", `cannot write CSV: ${(cause as Error).message}`, { file: path, cause, hint: "choose a writable --metrics_dir" });
+    }
+    files.set(operator, file);
+    timer ??= setInterval(() => files.forEach(flush), FLUSH_MS);
+    timer.unref?.();
+    return file;
+  };
+  const startSeries = (file: CsvFile, columns: readonly MetricColumn[]) => {
+    file.pairing?.finish(file.emit);
+    if (!file.extraKeys) {
+      file.extraKeys = columns.map((c) => c.key).filter((k) => k !== CPU_KEY && k !== MEMORY_KEY);
+      file.pending += `${[...FIRST_COLUMNS, ...file.extraKeys].map(quote).join(",")}\r\n`;
+    }
+    const index = (key: string) => columns.findIndex((c) => c.key === key);
+    const cpu = index(CPU_KEY);
+    const memory = index(MEMORY_KEY);
+    const extras = Int32Array.from(file.extraKeys, index);
+    file.pairing = definePairing(columns);
+    file.emit = (timestampMs, row) => {
+      let line = `${pythonFloat(timestampMs / 1000)},${cpu < 0 ? "" : pythonFloat(row[cpu]!)},${memory < 0 ? "" : pythonFloat(row[memory]! / 1e6)}`;
+      for (let i = 0; i < extras.length; i++) line += extras[i]! < 0 ? "," : `,${plain(row[extras[i]!]!)}`;
+      file.pending += `${line}\r\n`;
+    };
+  };
+  const close = (file: CsvFile, operator: string) => {
+    file.pairing?.finish(file.emit);
+    if (!file.extraKeys) file.pending += `${FIRST_COLUMNS.join(",")}\r\n`;
+    flush(file);
+    closeSync(file.fd);
+    files.delete(operator);
+  };
+
+  return {
+    name: "csv",
+    start() {},
+    write(batch) {
+      const file = open(batch.operator);
+      if (batch.columns !== file.pairing?.columns) startSeries(file, batch.columns);
+      file.pairing!.add(batch, file.emit);
+      if (file.pending.length > 1 << 20 || performance.now() - lastFlush >= FLUSH_MS) {
+        files.forEach(flush);
+        lastFlush = performance.now();
+      }
+    },
+    operatorDone(result) {
+      if (result.status === "skipped" && !files.has(result.operator)) return;
+      const file = open(result.operator);
+      close(file, result.operator);
+      out.write(`Results are stored in ${file.path}\n`);
+    },
+    end() {
+      files.forEach(close);
+      clearInterval(timer);
+      timer = undefined;
+    },
+  };
+};
+
+export default csv satisfies SinkFactory;

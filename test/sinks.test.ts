@@ -1,0 +1,70 @@
+/** The built-in file and console sinks pass the shared contract; the registry and replay's error isolation. */
+import { describe, expect, test } from "bun:test";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { replayInto, readRecording } from "../core/recording.ts";
+import type { Sink } from "../core/types.ts";
+import csv from "../plugins/csv.ts";
+import { loadSinkFactories } from "../plugins/index.ts";
+import msgpack from "../plugins/msgpack.ts";
+import table from "../plugins/table.ts";
+import { loadFixtureRun } from "./fixtures/runs/fixture-run.ts";
+import { sinkContract } from "./sinks-contract.ts";
+
+sinkContract("table", (ctx) => table({ out: ctx.out, options: {} }));
+
+sinkContract("csv", (ctx) => csv({ metricsDir: ctx.dir, out: ctx.out, options: {} }), {
+  // A CSV row is a pair of consecutive readings and a lone reading is its own row
+  // (the contract never feeds exactly two readings, which would read back as one).
+  samplesKept(ctx) {
+    let samples = 0;
+    for (const file of readdirSync(ctx.dir).filter((f) => f.endsWith("_final_result.csv"))) {
+      const rows = readFileSync(join(ctx.dir, file), "utf8").split("\r\n").length - 2;
+      samples += rows <= 1 ? rows : rows + 1;
+    }
+    return samples;
+  },
+});
+
+sinkContract("msgpack", (ctx) => msgpack({ metricsDir: ctx.dir, out: ctx.out, options: {} }), {
+  samplesKept(ctx) {
+    const recording = readRecording(join(ctx.dir, "contract.msgpack"));
+    expect(recording.complete).toBe(true);
+    return recording.operators.reduce((n, op) => n + op.batches.reduce((m, b) => m + b.rows, 0), 0);
+  },
+});
+
+describe("sink registry", () => {
+  test("table, csv and msgpack load by the names users type", async () => {
+    const loaded = await loadSinkFactories(["table", "csv", "msgpack"]);
+    expect(loaded.map((l) => l.name)).toEqual(["table", "csv", "msgpack"]);
+    expect(loaded[0]!.factory).toBe(table);
+    await expect(loadSinkFactories(["tabel"])).rejects.toThrow('unknown sink "tabel"');
+  });
+
+  test("csv without --metrics_dir is a usage error that says what to do", () => {
+    expect(() => csv({ out: { write: () => true }, options: {} })).toThrow(expect.objectContaining({ code: "usage", hint: expect.stringContaining("--metrics_dir") }));
+  });
+});
+
+describe("replayInto", () => {
+  test("a throwing sink is reported once, named with its hook, and the others still get everything", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "cpost-replay-iso-"));
+    try {
+      const calls: string[] = [];
+      const broken: Sink = { name: "broken", start() {}, write() { calls.push("write"); throw new Error("disk on fire"); }, operatorDone() { calls.push("done"); }, end() { calls.push("end"); } };
+      const errors: string[] = [];
+      const recording = loadFixtureRun("classic");
+      const sink = csv({ metricsDir: dir, out: { write: () => true }, options: {} });
+      await replayInto(recording, [broken, sink], { onError: (e) => errors.push(`${e.plugin}/${e.hook}: ${e.message}`) });
+      expect(errors).toEqual(["broken/write: broken: write failed: disk on fire"]);
+      expect(calls).toEqual(["write"]);
+      expect(readdirSync(dir).sort()).toEqual(["dicom-reader_final_result.csv", "no-samples_final_result.csv", "register-volume-images-for-rendering_final_result.csv", "single-shot_final_result.csv"]);
+      // Without onError the failure surfaces after the others finished.
+      await expect(replayInto(recording, [broken])).rejects.toThrow("1 sink(s) failed during replay");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
