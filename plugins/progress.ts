@@ -53,17 +53,40 @@ export function defineProgressSink(options: ProgressOptions = {}): Sink {
     return width > 1 && text.length >= width ? text.slice(0, width - 1) : text;
   }
 
+  // Our own frames bypass the guard below.
+  const drawRaw = stream.write.bind(stream);
+  const guarded = new Map<NodeJS.WriteStream, NodeJS.WriteStream["write"]>();
+
   function draw(): void {
     drawnAt = performance.now();
     shown = true;
-    stream.write(`${CLEAR}${line()}`);
+    drawRaw(`${CLEAR}${line()}`);
+  }
+
+  // Anything else printed on the terminal meanwhile (the table sink, the runner)
+  // first erases the line instead of being glued to it; the next frame redraws it.
+  function guard(): void {
+    for (const tty of [process.stdout, process.stderr]) {
+      if (!tty.isTTY || guarded.has(tty)) continue;
+      const original = tty.write;
+      guarded.set(tty, original);
+      tty.write = ((...args: unknown[]) => {
+        if (shown) {
+          drawRaw(CLEAR);
+          shown = false;
+        }
+        return (original as (...a: unknown[]) => boolean).apply(tty, args);
+      }) as NodeJS.WriteStream["write"];
+    }
   }
 
   function clear(): void {
     if (timer !== undefined) clearInterval(timer);
     timer = undefined;
-    if (shown) stream.write(CLEAR);
+    if (shown) drawRaw(CLEAR);
     shown = false;
+    for (const [tty, original] of guarded) tty.write = original;
+    guarded.clear();
   }
 
   function begin(operator: string): void {
@@ -73,6 +96,7 @@ export function defineProgressSink(options: ProgressOptions = {}): Sink {
     startedAt = performance.now();
     samples = 0;
     cpu = memoryBytes = NaN;
+    guard();
     draw();
     timer = setInterval(draw, frameMs);
     timer.unref?.();

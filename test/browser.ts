@@ -82,3 +82,34 @@ export async function screenshot(page: Page, name: string): Promise<string> {
   await page.screenshot({ path, fullPage: true });
   return path;
 }
+
+/** One chart of a report page as drawn: its data series' colour counted on its canvas. */
+export interface ChartInfo {
+  id: string;
+  operator: string;
+  group: string;
+  points: number;
+  seriesDrawn: number;
+  yMax: number;
+  colorPixels: number;
+}
+
+/** Waits for the page script, then counts, per chart, canvas pixels in its data series' colours. */
+export async function chartsOf(opened: OpenedPage): Promise<{ renderMs: number; readyMs: number; charts: ChartInfo[] }> {
+  await opened.page.waitForSelector("html[data-cpost-ready]", { timeout: 20_000 });
+  return opened.page.evaluate(`(() => {
+    const report = window.cpostReport;
+    const charts = report.charts.map((c) => {
+      const canvas = document.querySelector("#" + c.id + " canvas");
+      const img = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+      const want = c.colors.map((h) => [1, 3, 5].map((i) => parseInt(h.slice(i, i + 2), 16)));
+      let colorPixels = 0;
+      for (let p = 0; p < img.length; p += 4) {
+        if (img[p + 3] < 200) continue;
+        if (want.some((w) => Math.abs(img[p] - w[0]) < 24 && Math.abs(img[p + 1] - w[1]) < 24 && Math.abs(img[p + 2] - w[2]) < 24)) colorPixels++;
+      }
+      return { ...c, colorPixels };
+    });
+    return { renderMs: report.renderMs, readyMs: report.readyMs, charts };
+  })()`);
+}

@@ -7,6 +7,8 @@ import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { defineProgressSink } from "../plugins/progress.ts";
+import { fixtureOperator, fixtureRun } from "./report-fixture.ts";
 import { BUN, IN_CI, REPO, runProcess } from "./support.ts";
 
 const DRIVER = join(REPO, "test/progress-driver.ts");
@@ -55,6 +57,17 @@ ttyTest("on a terminal: one line redrawn in place with operator, elapsed, CPU, m
   expect(frames.at(-1)).toBe("driver done\r\n");
 });
 
+test("a narrow terminal: the line is cut to its width, so \\r still returns to its start", async () => {
+  const written: string[] = [];
+  const sink = defineProgressSink({ stream: { isTTY: true, columns: 30, write: (t: string) => written.push(t) } });
+  const operator = fixtureOperator("a-rather-long-operator-name");
+  await sink.start(fixtureRun([operator]));
+  await sink.operatorStart?.(operator);
+  await sink.end({ results: [], summaries: [], endedAtMs: 0, interval: { target: 1, p50: 1, p99: 1, samples: 0 }, interrupted: false });
+  const frames = written.join("").split(CLEAR).filter(Boolean);
+  expect(frames).toEqual(["▶ [1/1] a-rather-long-operato"]);
+});
+
 test("not a terminal: prints nothing", async () => {
   const { code, stdout, stderr } = await runProcess([BUN, DRIVER]);
   expect(code).toBe(0);
@@ -68,7 +81,8 @@ ttyTest("in tmux: the screen shows the progress line mid-operator, and no trace 
   const go = join(dir, "go");
   const socket = `cpost-progress-${process.pid}`;
   const tmux = (...args: string[]) => runProcess(["tmux", "-L", socket, "-f", "/dev/null", ...args]);
-  const screen = async () => (await tmux("capture-pane", "-p", "-t", "progress")).stdout;
+  // From the start of the history: once the pane is dead tmux scrolls its notice in at the bottom.
+  const screen = async () => (await tmux("capture-pane", "-p", "-S", "-", "-t", "progress")).stdout;
   const until = async (what: string, ok: (s: string) => boolean): Promise<string> => {
     const deadline = Date.now() + 20_000;
     let last = "";

@@ -176,3 +176,16 @@ export async function feedFixtureRun(sink: Sink, ops: FixtureOperator[]): Promis
   await sink.end(result);
   return { run, result };
 }
+
+/** The chart data embedded in a report, as the page parses it. */
+export function embedded(html: string): { charts: Array<{ operator: string; group: string; x: number[]; series: Array<{ label: string; role: string; values?: Array<number | null>; value?: number }> }> } {
+  const m = html.match(/<script type="application\/json" id="cpost-data">([\s\S]*?)<\/script>/);
+  if (!m) throw new Error("no embedded chart data in the report");
+  return JSON.parse(m[1]!);
+}
+
+/** Smallest and largest non-null value of a chart series. */
+export function extremes(values: Array<number | null> | undefined): { min: number; max: number } {
+  const v = (values ?? []).filter((x): x is number => x !== null);
+  return { min: Math.min(...v), max: Math.max(...v) };
+}
