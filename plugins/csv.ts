@@ -33,7 +33,6 @@ interface CsvFile {
 
 // Python printed floats with a trailing ".0" when whole; the first three columns keep that look.
 const pythonFloat = (x: number) => (x !== x ? "" : Number.isInteger(x) && Math.abs(x) < 1e16 ? `${x}.0` : String(x));
-const plain = (x: number) => (x !== x ? "" : String(x));
 const quote = (name: string) => (/[",\r\n]/.test(name) ? `"${name.replace(/"/g, '""')}"` : name);
 
 const csv = (options: SinkOptions): Sink => {
@@ -77,10 +76,20 @@ const csv = (options: SinkOptions): Sink => {
     const cpu = index(CPU_KEY);
     const memory = index(MEMORY_KEY);
     const extras = Int32Array.from(file.extraKeys, index);
+    // Limits, counts and idle counters repeat row after row: their text is reused, not re-made.
+    const lastValue = new Float64Array(extras.length).fill(NaN);
+    const lastText = Array.from(extras, () => ",");
     file.pairing = definePairing(columns);
     file.emit = (timestampMs, row) => {
       let line = `${pythonFloat(timestampMs / 1000)},${cpu < 0 ? "" : pythonFloat(row[cpu]!)},${memory < 0 ? "" : pythonFloat(row[memory]! / 1e6)}`;
-      for (let i = 0; i < extras.length; i++) line += extras[i]! < 0 ? "," : `,${plain(row[extras[i]!]!)}`;
+      for (let i = 0; i < extras.length; i++) {
+        const x = extras[i]! < 0 ? NaN : row[extras[i]!]!;
+        if (x !== lastValue[i]) {
+          lastValue[i] = x;
+          lastText[i] = x !== x ? "," : `,${x}`;
+        }
+        line += lastText[i];
+      }
       file.pending += `${line}\r\n`;
     };
   };
