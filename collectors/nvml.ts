@@ -61,15 +61,15 @@ function openProbe(shared: Shared, target: Target, procRoot: string): Probe {
   function ok(k: number, bit: number, call: string, code: number): boolean {
     if (code === NvmlReturn.SUCCESS) return true;
     const device = devices[k]!;
-    const text = `${lib.errorString(code)} (NVML error ${code})`;
+    const text = () => `${lib.errorString(code)} (NVML error ${code})`;
     if (code === NvmlReturn.GPU_IS_LOST) {
-      if (!lost[k]) warn(`GPU ${k} (${device.name} ${device.uuid}) is lost: ${call}: ${text}; its series ends here, other GPUs go on`);
+      if (!lost[k]) warn(`GPU ${k} (${device.name} ${device.uuid}) is lost: ${call}: ${text()}; its series ends here, other GPUs go on`);
       lost[k] = true;
     } else if (!(warned[k]! & bit)) {
       warned[k]! |= bit;
       const permanent = code === NvmlReturn.NOT_SUPPORTED || code === NvmlReturn.NO_PERMISSION;
       if (permanent) off[k]! |= bit;
-      warn(`GPU ${k}: ${call}: ${text}${permanent ? "; cpost stops asking" : ""}`);
+      warn(`GPU ${k}: ${call}: ${text()}${permanent ? "; cpost stops asking" : ""}`);
     }
     return false;
   }

@@ -267,6 +267,21 @@ describe("collectors/nvml.ts", () => {
     }
   });
 
+  test("a GPU already lost when NVML is opened: said once, its slots NaN, the other GPU read", () => {
+    double.script(twoGpus([{ lost: true }]));
+    const warnings: string[] = [];
+    const nvml = createNvmlCollector({ library: double.library(), procRoot, onWarning: (w) => warnings.push(w) });
+    try {
+      const probe = opened(nvml.open(container(A, 4000)));
+      const s = sample(probe, 0);
+      expect(probe.metrics.filter((m) => m.device === 0).map((m) => s.get(m.name, 0)).every(Number.isNaN)).toBe(true);
+      expect([s.get("gpu.memory_used_bytes", 1), s.get("gpu.process_memory_bytes", 1)]).toEqual([2 * GiB, 0]);
+      expect(warnings).toEqual(["GPU 0 cannot be used: GPU is lost"]);
+    } finally {
+      nvml.dispose?.();
+    }
+  });
+
   test("a call the GPU does not support: NaN, one warning, not asked again", () => {
     double.script(twoGpus([{ errors: { nvmlDeviceGetPowerUsage: 3 } }]));
     const warnings: string[] = [];
