@@ -19,6 +19,11 @@
     return [Math.min(0, min), top];
   }
 
+  // At least a second wide: a single sample would otherwise get an axis of identical ticks.
+  function atLeastASecond(u, min, max) {
+    return max - min >= 1 ? [min, max] : [min, min + 1];
+  }
+
   data.charts.forEach(function (c) {
     var el = document.getElementById(c.id);
     var n = c.x.length;
@@ -50,7 +55,7 @@
       {
         width: widthOf(el),
         height: HEIGHT,
-        scales: { x: { time: false }, y: { range: fromZero } },
+        scales: { x: { time: false, range: atLeastASecond }, y: { range: fromZero } },
         axes: [{ label: "seconds since the operator started" }, { label: c.unit, size: 64 }],
         series: series,
         hooks: {
