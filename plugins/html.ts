@@ -17,6 +17,8 @@ export interface HtmlSinkOptions {
   path: string;
   /** Min/max buckets per chart column (default plugins/downsample.ts DEFAULT_BUCKETS). */
   buckets?: number;
+  /** Where to say where the report went (a run's stdout); silent when absent. */
+  out?: SinkOptions["out"];
 }
 
 interface Entry {
@@ -95,10 +97,11 @@ export function defineHtmlSink(options: HtmlSinkOptions, complete = true): Sink 
           cause: e,
         });
       }
+      options.out?.write(`HTML report in ${options.path}\n`);
     },
   };
 }
 
 /** The registry's factory: `--sinks html`. */
-const factory: SinkFactory = (options) => defineHtmlSink({ path: htmlOutputPath(options) });
+const factory: SinkFactory = (options) => defineHtmlSink({ path: htmlOutputPath(options), out: options.out });
 export default factory;
