@@ -148,7 +148,7 @@ export function readRecording(path: string): Recording {
 export interface ReplayOptions {
   /** Sizing policy for the rebuilt summaries (default: CPOST's). */
   policy?: SizingPolicy;
-  /** Called once per failing sink (which is then left out); without it, replayInto throws after the others finished. */
+  /** Called once per failing sink (then left out but for `end`); without it, replayInto throws after the others finished. */
   onError?(error: CpostError): void;
 }
 
@@ -159,12 +159,14 @@ export interface ReplayOptions {
  */
 export async function replayInto(recording: Recording, sinks: Sink[], options: ReplayOptions = {}): Promise<void> {
   const failed = new Map<Sink, CpostError>();
+  // As the runner: a sink that threw is reported once and left out, but `end` still reaches it so it can close.
   const each = async (hook: string, call: (sink: Sink) => void | Promise<void>) => {
     for (const sink of sinks) {
-      if (failed.has(sink)) continue;
+      if (failed.has(sink) && hook !== "end") continue;
       try {
         await call(sink);
       } catch (thrown) {
+        if (failed.has(sink)) continue;
         const error = pluginError(sink.name, hook, thrown);
         failed.set(sink, error);
         options.onError?.(error);

@@ -8,7 +8,7 @@
  */
 import { Encoder } from "@msgpack/msgpack";
 import { closeSync, mkdirSync, openSync, writeSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { CpostError } from "../core/errors.ts";
 import { float64Bytes, RECORDING_VERSION, type RecordingRecord } from "../core/recording.ts";
 import type { MetricColumn, Sink, SinkFactory, SinkOptions } from "../core/types.ts";
@@ -49,7 +49,7 @@ const msgpack = (options: SinkOptions): Sink => {
     name: "msgpack",
     start(run) {
       const fileName = `${run.pipeline.name.replace(/[^A-Za-z0-9_.-]/g, "_") || "run"}.msgpack`;
-      path = options.options["msgpack-file"] ?? join(options.metricsDir ?? ".", fileName);
+      path = resolve(options.options["msgpack-file"] ?? join(options.metricsDir ?? ".", fileName));
       try {
         mkdirSync(dirname(path), { recursive: true });
         fd = openSync(path, "w");

@@ -59,7 +59,7 @@ describe("replayInto", () => {
       const sink = csv({ metricsDir: dir, out: { write: () => true }, options: {} });
       await replayInto(recording, [broken, sink], { onError: (e) => errors.push(`${e.plugin}/${e.hook}: ${e.message}`) });
       expect(errors).toEqual(["broken/write: broken: write failed: disk on fire"]);
-      expect(calls).toEqual(["write"]);
+      expect(calls).toEqual(["write", "end"]);
       expect(readdirSync(dir).sort()).toEqual(["dicom-reader_final_result.csv", "no-samples_final_result.csv", "register-volume-images-for-rendering_final_result.csv", "single-shot_final_result.csv"]);
       // Without onError the failure surfaces after the others finished.
       await expect(replayInto(recording, [broken])).rejects.toThrow("1 sink(s) failed during replay");
@@ -68,3 +68,4 @@ describe("replayInto", () => {
     }
   });
 });
+
