@@ -8,6 +8,8 @@ import type { Collector } from "../core/types.ts";
 type CollectorModule = { default: Collector };
 
 export const builtinCollectors: Record<string, () => Promise<CollectorModule>> = {
+  cgroup: () => import("./cgroup.ts"),
+  blkio: () => import("./blkio.ts"),
   host: () => import("./host.ts"),
   nvml: () => import("./nvml.ts"),
 };

@@ -177,6 +177,14 @@ export interface Collector {
   open(target: Target): Probe | Unavailable;
   /** Host-wide resources to release when cpost ends (e.g. nvmlShutdown). Optional. */
   dispose?(): void;
+  /**
+   * How the sampler's worker thread makes its own instance (probes cannot
+   * cross threads): `module` is a built-in's registry name (e.g. "cgroup")
+   * or a plugin's file URL; the worker calls that module's `create(options)`
+   * export if it has one, else takes its default export. Absent: the run
+   * samples on the main thread (intervals less steady). Optional.
+   */
+  readonly portable?: { module: string; options?: Record<string, string | number | boolean | undefined> };
 }
 
 export function isUnavailable(x: Probe | Unavailable): x is Unavailable {

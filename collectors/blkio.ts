@@ -1,0 +1,232 @@
+/**
+ * The blkio collector: a container's disk reads and writes, bytes and ops,
+ * from blkio.throttle.io_service_bytes / io_serviced (cgroup v1) or io.stat
+ * (v2). Where those stay empty (measured: kernel 6.18, v1, virtio disk, even
+ * for O_DIRECT; docker stats shows nothing there either), the bytes come from
+ * /proc/<pid>/io of the container's processes: each counter reports the
+ * larger of the two sources, and `source` says which one it was.
+ */
+import type { Collector, MetricBuffer, MetricSpec, Probe, Target } from "../core/types.ts";
+import { findContainerCgroup, resolveRoots, type CgroupRoots } from "./cgroup-paths.ts";
+import { closeStatFile, keyBytes, keyedValues, nextLine, numberAt, openStatFile, reread, startsWith, type StatFile } from "./cgroup-files.ts";
+
+/** Options of the blkio collector: where the cgroup filesystem and /proc are. */
+export type BlkioOptions = CgroupRoots;
+
+const METRICS: readonly MetricSpec[] = [
+  { name: "io.read_bytes", unit: "bytes", kind: "counter", description: "bytes read from block devices" },
+  { name: "io.write_bytes", unit: "bytes", kind: "counter", description: "bytes written to block devices" },
+  { name: "io.read_ops", unit: "ops", kind: "counter", description: "read requests (cgroup files only)" },
+  { name: "io.write_ops", unit: "ops", kind: "counter", description: "write requests (cgroup files only)" },
+];
+/** How often the container's process list is re-read for the /proc fallback (ms, at most). */
+const PIDS_MS = 20;
+
+const READ = keyBytes("Read");
+const WRITE = keyBytes("Write");
+const V2_KEYS = ["rbytes=", "wbytes=", "rios=", "wios="].map(keyBytes);
+const PROC_KEYS = [keyBytes("read_bytes:"), keyBytes("write_bytes:")];
+
+/** Sums v1 `MAJ:MIN Read|Write N` lines into out[0] (reads) and out[1] (writes). */
+function sumV1(file: StatFile, out: Float64Array, at: number): void {
+  const buf = file.buf;
+  const end = file.length;
+  let read = 0;
+  let write = 0;
+  for (let line = 0; line < end; line = nextLine(buf, line, end)) {
+    let op = line;
+    while (op < end && buf[op] !== 32 && buf[op] !== 10) op++;
+    if (buf[op] !== 32) continue;
+    op++;
+    if (startsWith(buf, op, end, READ) && buf[op + READ.length] === 32) read += numberAt(buf, op + READ.length, end);
+    else if (startsWith(buf, op, end, WRITE) && buf[op + WRITE.length] === 32) write += numberAt(buf, op + WRITE.length, end);
+  }
+  out[at] = read;
+  out[at + 1] = write;
+}
+
+/** Sums v2 io.stat `MAJ:MIN rbytes=… wbytes=… rios=… wios=…` over devices into out[0..3]. */
+function sumV2(file: StatFile, out: Float64Array): void {
+  out.fill(0);
+  const buf = file.buf;
+  const end = file.length;
+  for (let line = 0; line < end; line = nextLine(buf, line, end)) {
+    const lineEnd = nextLine(buf, line, end);
+    for (let i = line; i < lineEnd; i++) {
+      if (buf[i] !== 32) continue;
+      for (let k = 0; k < V2_KEYS.length; k++) {
+        const key = V2_KEYS[k]!;
+        if (startsWith(buf, i + 1, lineEnd, key)) out[k]! += numberAt(buf, i + 1 + key.length, lineEnd);
+      }
+    }
+  }
+}
+
+/** A process of the container, followed through /proc/<pid>/io. */
+interface Tracked {
+  pid: number;
+  io: StatFile;
+  stat: StatFile | null;
+  ppid: number;
+  read: number;
+  write: number;
+  alive: boolean;
+}
+
+/** The parent pid from /proc/<pid>/stat (`pid (comm) S ppid …`; comm may hold spaces and parentheses). */
+function parentOf(stat: StatFile | null): number {
+  if (!stat || !reread(stat)) return 0;
+  let close = stat.length - 1;
+  while (close > 0 && stat.buf[close] !== 41 /* ) */) close--;
+  return numberAt(stat.buf, close + 4, stat.length) || 0;
+}
+
+/**
+ * Sums /proc/<pid>/io over the container's processes. A reaped child's bytes
+ * move into its parent's counters, so a departed process counts on only when
+ * no followed parent took it in (the init process, `docker exec`ed ones).
+ */
+function defineProcCounters(procRoot: string, procs: StatFile) {
+  const byPid = new Map<number, Tracked>();
+  const list: Tracked[] = [];
+  const io = new Float64Array(2);
+  let departedRead = 0;
+  let departedWrite = 0;
+  let lastRefresh = -Infinity;
+  const refresh = (): void => {
+    if (!reread(procs)) return;
+    const buf = procs.buf;
+    for (let at = 0; at < procs.length; at = nextLine(buf, at, procs.length)) {
+      const pid = numberAt(buf, at, procs.length);
+      if (!(pid > 0)) continue;
+      const known = byPid.get(pid);
+      if (known) {
+        known.ppid = parentOf(known.stat) || known.ppid; // orphans get a new parent
+        continue;
+      }
+      const file = openStatFile(`${procRoot}/${pid}/io`, 512);
+      if (!file) continue;
+      const stat = openStatFile(`${procRoot}/${pid}/stat`, 1024);
+      const t: Tracked = { pid, io: file, stat, ppid: parentOf(stat), read: 0, write: 0, alive: true };
+      byPid.set(pid, t);
+      list.push(t);
+    }
+  };
+  const forget = (i: number): void => {
+    const t = list[i]!;
+    closeStatFile(t.io);
+    closeStatFile(t.stat);
+    byPid.delete(t.pid);
+    list[i] = list[list.length - 1]!;
+    list.pop();
+  };
+  return {
+    /** Fills out[0], out[1] with bytes read and written by the container's processes so far. */
+    read(now: number, out: Float64Array): void {
+      if (now - lastRefresh >= PIDS_MS) {
+        refresh();
+        lastRefresh = now;
+      }
+      let read = 0;
+      let write = 0;
+      for (let i = 0; i < list.length; i++) {
+        const t = list[i]!;
+        t.alive = reread(t.io);
+        if (!t.alive) continue;
+        keyedValues(t.io, PROC_KEYS, io);
+        t.read = io[0]!;
+        t.write = io[1]!;
+        read += t.read;
+        write += t.write;
+      }
+      for (let i = list.length - 1; i >= 0; i--) {
+        const t = list[i]!;
+        if (t.alive) continue;
+        if (!byPid.get(t.ppid)?.alive) {
+          departedRead += t.read;
+          departedWrite += t.write;
+        }
+        forget(i);
+      }
+      out[0] = read + departedRead;
+      out[1] = write + departedWrite;
+    },
+    close(): void {
+      while (list.length > 0) forget(list.length - 1);
+    },
+  };
+}
+
+/** Makes a blkio collector reading under the given roots (tests point them at fixture trees). */
+export function createBlkioCollector(options: BlkioOptions = {}): Collector {
+  return {
+    name: "blkio",
+    description: "disk bytes and ops from cgroup blkio/io.stat, or /proc/<pid>/io where those stay empty",
+    metrics: METRICS,
+    portable: { module: "blkio", options: { ...options } },
+    open(target: Target): Probe | { unavailable: string } {
+      const roots = resolveRoots(options);
+      const cg = findContainerCgroup(target, roots);
+      if ("unavailable" in cg) return cg;
+      const dir = cg.version === 2 ? cg.unified! : cg.v1.blkio;
+      if (!dir) return { unavailable: `no blkio controller for ${cg.relative}` };
+      const bytesFile = openStatFile(cg.version === 2 ? `${dir}/io.stat` : `${dir}/blkio.throttle.io_service_bytes`, 8192);
+      const opsFile = cg.version === 2 ? null : openStatFile(`${dir}/blkio.throttle.io_serviced`, 8192);
+      const procsFile = openStatFile(`${dir}/cgroup.procs`, 65536);
+      if (!bytesFile) {
+        closeStatFile(opsFile);
+        closeStatFile(procsFile);
+        return { unavailable: `${dir} has no ${cg.version === 2 ? "io.stat" : "blkio.throttle.io_service_bytes"}` };
+      }
+      const proc = procsFile ? defineProcCounters(roots.procRoot, procsFile) : null;
+      const cgroup = new Float64Array(4);
+      const fromProc = new Float64Array(2);
+      const reported = new Float64Array(2);
+      let usedProc = false;
+      const cgroupSource = cg.version === 2 ? `cgroup v2 ${dir}/io.stat` : `cgroup v1 ${dir}/blkio.throttle.io_service_bytes,io_serviced`;
+      return {
+        metrics: METRICS,
+        get source() {
+          return usedProc
+            ? `/proc/<pid>/io of the container's processes (${cgroup[0]! + cgroup[1]! === 0 ? "cgroup blkio files empty; ops not measured" : `larger than ${cgroupSource}`})`
+            : cgroupSource;
+        },
+        read(out: MetricBuffer): boolean {
+          if (!reread(bytesFile)) return false;
+          if (cg.version === 2) sumV2(bytesFile, cgroup);
+          else {
+            sumV1(bytesFile, cgroup, 0);
+            if (opsFile && reread(opsFile)) sumV1(opsFile, cgroup, 2);
+            else cgroup[2] = cgroup[3] = NaN;
+          }
+          if (proc) proc.read(out.monotonicMs, fromProc);
+          const values = out.values;
+          const base = out.base;
+          for (let i = 0; i < 2; i++) {
+            const best = proc && fromProc[i]! > cgroup[i]! ? fromProc[i]! : cgroup[i]!;
+            if (best !== cgroup[i]) usedProc = true;
+            // counters never go back: a child's bytes are briefly in neither it nor its parent while it is reaped
+            reported[i] = Math.max(reported[i]!, best);
+            values[base + i] = reported[i]!;
+          }
+          // ops exist only in the cgroup files: if they missed bytes /proc saw, their op counts are wrong too
+          const opsTrusted = cgroup[0]! + cgroup[1]! > 0 || reported[0]! + reported[1]! === 0;
+          values[base + 2] = opsTrusted ? cgroup[2]! : NaN;
+          values[base + 3] = opsTrusted ? cgroup[3]! : NaN;
+          return true;
+        },
+        close() {
+          closeStatFile(bytesFile);
+          closeStatFile(opsFile);
+          closeStatFile(procsFile);
+          proc?.close();
+        },
+      };
+    },
+  };
+}
+
+/** The `create(options)` the sampler's worker calls to rebuild a configured instance. */
+export const create = createBlkioCollector;
+
+export default createBlkioCollector();
