@@ -18,6 +18,23 @@ import type { MetricColumn, MetricStats, OperatorResult, OperatorSummary, Sample
 export const CPU_KEY = "cpu.percent";
 export const MEMORY_KEY = "memory.usage_bytes";
 
+/**
+ * A row value as the original printed it (Python's repr of a float): "0.0"
+ * for whole numbers, exponent form below 1e-4 and from 1e16 ("1e-05").
+ * NaN (not measured) is "".
+ */
+export function pythonFloat(x: number): string {
+  if (x !== x) return "";
+  if (x === Infinity || x === -Infinity) return x > 0 ? "inf" : "-inf";
+  const abs = Math.abs(x);
+  if (abs !== 0 && (abs < 1e-4 || abs >= 1e16)) {
+    const [mantissa, exponent] = x.toExponential().split("e") as [string, string];
+    const e = Number(exponent);
+    return `${mantissa}e${e < 0 ? "-" : "+"}${String(Math.abs(e)).padStart(2, "0")}`;
+  }
+  return Number.isInteger(x) ? (Object.is(x, -0) ? "-0.0" : `${x}.0`) : String(x);
+}
+
 /** Receives one row: its time (epoch ms) and one value per column of the series (NaN: not measured); `row` is reused. */
 export type RowEmitter = (timestampMs: number, row: Float64Array) => void;
 

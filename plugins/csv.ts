@@ -14,7 +14,7 @@
 import { closeSync, mkdirSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { CpostError } from "../core/errors.ts";
-import { CPU_KEY, definePairing, MEMORY_KEY, type Pairing, type RowEmitter } from "../core/summary.ts";
+import { CPU_KEY, definePairing, MEMORY_KEY, pythonFloat, type Pairing, type RowEmitter } from "../core/summary.ts";
 import type { MetricColumn, Sink, SinkFactory, SinkOptions } from "../core/types.ts";
 
 const FLUSH_MS = 1000;
@@ -31,8 +31,6 @@ interface CsvFile {
   pending: string;
 }
 
-// Python printed floats with a trailing ".0" when whole; the first three columns keep that look.
-const pythonFloat = (x: number) => (x !== x ? "" : Number.isInteger(x) && Math.abs(x) < 1e16 ? `${x}.0` : String(x));
 const quote = (name: string) => (/[",\r\n]/.test(name) ? `"${name.replace(/"/g, '""')}"` : name);
 
 const csv = (options: SinkOptions): Sink => {

@@ -6,96 +6,14 @@
  * GPU rows join CPU and Memory when those metrics were collected. On a
  * terminal too narrow for a table, each operator is listed line by line;
  * colour only on a terminal, and never with NO_COLOR.
+ *
+ * Options: `--table-samples all` also prints every row (the CSV's first three
+ * columns) before each summary, as the original did without --metrics_dir.
  */
-import type { MetricColumn, OperatorResult, OperatorSummary, SampleBatch, Sink, SinkFactory, SinkOptions } from "../core/types.ts";
+import type { OperatorResult, Sink, SinkFactory, SinkOptions } from "../core/types.ts";
+import { defineExtras, defineSampleRows, f3, type Row } from "./table-extras.ts";
 
-type Row = [metric: string, average: string, maximum: string, resource: string];
 const HEADERS: Row = ["Metric", "Average", "Maximum", "Resource"];
-const f3 = (x: number) => x.toFixed(3);
-
-/** A disk counter's first, last and peak whole-second rate. */
-interface DiskFigure {
-  key: string;
-  label: string;
-  seen: boolean;
-  first: number;
-  firstMs: number;
-  last: number;
-  lastMs: number;
-  anchor: number;
-  anchorMs: number;
-  peakMbPerS: number;
-}
-
-/** Disk and GPU figures of one operator, gathered from its batches (CPOST's summary has neither). */
-function defineExtras() {
-  const disk: DiskFigure[] = [["io.read_bytes", "Disk read"], ["io.write_bytes", "Disk write"]].map(([key, label]) => ({
-    key: key!, label: label!, seen: false, first: 0, firstMs: 0, last: 0, lastMs: 0, anchor: 0, anchorMs: 0, peakMbPerS: -1,
-  }));
-  const gpu = { rows: 0, busySum: 0, busyMax: 0, memorySum: 0, memoryMax: 0 };
-  let columns: readonly MetricColumn[] | undefined;
-  let diskSlots: number[] = [];
-  let busySlots: number[] = [];
-  let memorySlots: number[] = [];
-  const slotsOf = (name: string) => columns!.flatMap((c, i) => (c.name === name ? [i] : []));
-  const total = (values: Float64Array, base: number, slots: number[]) => {
-    let sum = 0;
-    for (const i of slots) if (values[base + i]! === values[base + i]!) sum += values[base + i]!;
-    return sum;
-  };
-  return {
-    add(batch: SampleBatch) {
-      if (batch.columns !== columns) {
-        columns = batch.columns;
-        diskSlots = disk.map((d) => columns!.findIndex((c) => c.key === d.key));
-        busySlots = slotsOf("gpu.utilization_pct");
-        const processMemory = slotsOf("gpu.process_memory_bytes");
-        memorySlots = processMemory.length > 0 ? processMemory : slotsOf("gpu.memory_used_bytes");
-      }
-      const width = columns.length;
-      for (let r = 0; r < batch.rows; r++) {
-        const ms = batch.timestampMs[r]!;
-        for (let k = 0; k < disk.length; k++) {
-          const d = disk[k]!;
-          const x = diskSlots[k]! < 0 ? NaN : batch.values[r * width + diskSlots[k]!]!;
-          if (x !== x) continue;
-          if (!d.seen) Object.assign(d, { seen: true, first: x, firstMs: ms, anchor: x, anchorMs: ms });
-          d.last = x;
-          d.lastMs = ms;
-          // Peak over whole seconds: per-sample rates at 1 kHz are mostly page-cache bursts.
-          if (ms - d.anchorMs >= 1000) {
-            d.peakMbPerS = Math.max(d.peakMbPerS, (x - d.anchor) / 1e3 / (ms - d.anchorMs));
-            d.anchor = x;
-            d.anchorMs = ms;
-          }
-        }
-        if (busySlots.length + memorySlots.length === 0) continue;
-        const busy = total(batch.values, r * width, busySlots);
-        const memoryMb = total(batch.values, r * width, memorySlots) / 1e6;
-        gpu.rows++;
-        gpu.busySum += busy;
-        gpu.busyMax = Math.max(gpu.busyMax, busy);
-        gpu.memorySum += memoryMb;
-        gpu.memoryMax = Math.max(gpu.memoryMax, memoryMb);
-      }
-    },
-    rows(summary: OperatorSummary): Row[] {
-      const rows: Row[] = [];
-      for (const d of disk.filter((d) => d.seen)) {
-        const seconds = (d.lastMs - d.firstMs) / 1000;
-        const average = seconds > 0 ? (d.last - d.first) / 1e6 / seconds : 0;
-        // The whole span is a window too, so the peak is never below the average.
-        const peak = Math.max(d.peakMbPerS, average);
-        rows.push([d.label, `${f3(average)} MB/s`, `${f3(peak)} MB/s`, `total: ${f3((d.last - d.first) / 1e6)} MB`]);
-      }
-      if (gpu.rows > 0) {
-        rows.push(["GPU", `${f3(gpu.busySum / gpu.rows)} %`, `${f3(gpu.busyMax)} %`, `gpu: ${summary.recommendation.gpu ?? 0}`]);
-        rows.push(["GPU memory", `${f3(gpu.memorySum / gpu.rows)} MB`, `${f3(gpu.memoryMax)} MB`, ""]);
-      }
-      return rows;
-    },
-  };
-}
 
 /** Python's `"{:<fill>^w}".format(s)`: the odd space goes right. */
 const centre = (s: string, w: number, fill = " ") => {
@@ -115,10 +33,10 @@ function chunks(s: string, size: number): string[] {
 const rule = (widths: number[], fill: string) => `+${widths.map((w) => fill.repeat(w + 2)).join("+")}+`;
 
 /** tabulate's "pretty": every cell centred, no minimum padding. */
-function pretty(rows: Row[], paint: Paint): string[] {
-  const widths = HEADERS.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c]!.length)));
+function pretty(headers: string[], rows: string[][], paint: Paint): string[] {
+  const widths = headers.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c]!.length)));
   const line = (cells: string[], color: boolean) => `| ${cells.map((s, c) => (color ? paint(centre(s, widths[c]!), c, s) : centre(s, widths[c]!))).join(" | ")} |`;
-  return [rule(widths, "-"), line(HEADERS, false), rule(widths, "-"), ...rows.map((r) => line(r, true)), rule(widths, "-")];
+  return [rule(widths, "-"), line(headers, false), rule(widths, "-"), ...rows.map((r) => line(r, true)), rule(widths, "-")];
 }
 
 /** tabulate's "grid": left-aligned multi-line cells, headers padded by two, `=` under the header. */
@@ -162,6 +80,8 @@ const table = (options: SinkOptions): Sink => {
   const fits = (lines: string[]) => width === undefined || lines.every((l) => l.length <= width);
   const done: Array<{ name: string; marker?: string; rows: Row[] }> = [];
   let extras = defineExtras();
+  // `--table-samples all`: every row before the summary, as the original printed without --metrics_dir.
+  const sampleRows = options.options["table-samples"] === "all" ? defineSampleRows() : undefined;
 
   return {
     name: "table",
@@ -171,6 +91,7 @@ const table = (options: SinkOptions): Sink => {
     },
     write(batch) {
       extras.add(batch);
+      sampleRows?.add(batch);
     },
     operatorDone(result, summary) {
       const rec = summary.recommendation;
@@ -181,9 +102,13 @@ const table = (options: SinkOptions): Sink => {
       ];
       extras = defineExtras();
       if (result.status === "skipped") return;
+      if (sampleRows) {
+        const data = pretty(["timestamp", "cpu_percent", "memory"], sampleRows.take(), paint);
+        out.write(`${[centre(`Operator ${result.operator} Metrics Data`, 60, "_"), ...data].join("\n")}\n`);
+      }
       done.push({ name: result.operator, marker: marker(result), rows });
       const title = `Operator ${result.operator} Summary`;
-      const body = pretty(rows, paint);
+      const body = pretty(HEADERS, rows, paint);
       const lines = fits(body) ? [centre(title, 60, "_"), ...body] : stacked(title, rows, width ?? 80);
       out.write(`${lines.join("\n")}\n`);
     },

@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { replayInto } from "../core/recording.ts";
+import { pythonFloat } from "../core/summary.ts";
 import type { MetricColumn, SampleBatch } from "../core/types.ts";
 import csv from "../plugins/csv.ts";
 import { expected, loadFixtureRun, RUNS_DIR } from "./fixtures/runs/fixture-run.ts";
@@ -53,6 +54,16 @@ describe("csv sink", () => {
     expect(single).toHaveLength(3);
     expect(single[1]).toMatch(/^\d{10}\.\d+,,1\.\d+,0,\d+,\d$/);
     expect(readFileSync(join(dir, "no-samples_final_result.csv"), "utf8")).toBe("timestamp,cpu_percent,memory\r\n");
+  });
+
+  test("the first three columns print numbers as Python's repr did", () => {
+    // Left: doubles; right: what Python 3 printed for them with repr().
+    const cases: Array<[number, string]> = [
+      [0, "0.0"], [-0, "-0.0"], [1, "1.0"], [0.1, "0.1"], [1.5e-5, "1.5e-05"], [0.0001, "0.0001"], [0.00009999, "9.999e-05"],
+      [1e16, "1e+16"], [1.2345e16, "1.2345e+16"], [9999999999999998, "9999999999999998.0"], [1732400000.0451822, "1732400000.0451822"],
+      [5e-324, "5e-324"], [1e300, "1e+300"], [-2.5e-7, "-2.5e-07"], [0.30000000000000004, "0.30000000000000004"], [NaN, ""],
+    ];
+    expect(cases.map(([x]) => pythonFloat(x))).toEqual(cases.map(([, text]) => text));
   });
 
   test("a second series of the same operator is matched to the header by key and never paired with the first", async () => {

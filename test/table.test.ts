@@ -10,9 +10,9 @@ import { expected, loadFixtureRun } from "./fixtures/runs/fixture-run.ts";
 
 const ANSI = /\x1b\[[0-9;]*m/g;
 
-async function draw(fixture: string, terminal: { isTTY: boolean; columns?: number } = { isTTY: false }): Promise<string> {
+async function draw(fixture: string, terminal: { isTTY: boolean; columns?: number } = { isTTY: false }, options: Record<string, string> = {}): Promise<string> {
   const out = { ...terminal, text: "", write(text: string) { out.text += text; return true; } };
-  await replayInto(loadFixtureRun(fixture), [table({ out, options: {} })]);
+  await replayInto(loadFixtureRun(fixture), [table({ out, options })]);
   return out.text;
 }
 
@@ -31,6 +31,13 @@ describe("table sink", () => {
     expect(text).toContain("| register-volume-images-for-rendering | CPU      |");
     expect(text).toContain("| (Non-zero exitcode)                  | Memory   |");
     expect(text).not.toContain("after-stop");
+  });
+
+  test("--table-samples all prints every row before each summary, as the original did without --metrics_dir", async () => {
+    const text = await draw("classic", { isTTY: false }, { "table-samples": "all" });
+    expect(text).toBe(expected("classic", "table-samples.txt"));
+    expect(text).toContain("_____________Operator dicom-reader Metrics Data_____________\n+--------------------+-------------+------------+\n|     timestamp      | cpu_percent |   memory   |");
+    expect(text).toContain("| 1732400000.2772534 |    5e-05    | 3.351616 |");
   });
 
   test("disk and GPU rows join when those metrics were collected", async () => {
