@@ -21,13 +21,22 @@ interface FieldNode {
   children?: FieldNode[];
 }
 
+/** A FieldNode tree compiled for the common row where every value is measured: text pieces between values. */
+interface Fields {
+  nodes: FieldNode[];
+  pieces: string[];
+  columns: number[];
+  scales: number[];
+  tail: string;
+}
+
 interface SeriesPlan {
   idPrefix: string;
   head: string; // `"host":…,"cpost":{…` up to monotonic_ms
   containerTail: string; // `"container":{"id":"…"`
-  metrics: FieldNode[];
-  gpus: Array<{ device: number; fields: FieldNode[] }>;
-  legacyGpuFields: FieldNode[][];
+  metrics: Fields;
+  gpus: Array<{ device: number; fields: Fields }>;
+  legacyGpuFields: Fields[];
   ecs: { cpu: number; usage: number; limit: number; read: number; write: number };
   lastDisk: { read: number; write: number };
 }
@@ -45,7 +54,49 @@ function members(nodes: FieldNode[], values: Float64Array, base: number): string
   return out;
 }
 
-function tree(entries: Array<{ path: string; column: number; scale?: number }>): FieldNode[] {
+// One document's text is gathered here and joined once: a flat string, cheap to join again into a request body.
+const parts: Array<string | number> = [];
+
+/** Appends a row's members to `parts`: pieces and numbers when all are measured (the hot case), else the tree walk. False: none. */
+function render(fields: Fields, values: Float64Array, base: number): boolean {
+  const { pieces, columns, scales } = fields;
+  const start = parts.length;
+  for (let i = 0; i < pieces.length; i++) {
+    const v = values[base + columns[i]!]! * scales[i]!;
+    if (!Number.isFinite(v)) {
+      parts.length = start;
+      const text = members(fields.nodes, values, base);
+      if (text) parts.push(text);
+      return text !== "";
+    }
+    parts.push(pieces[i]!, v);
+  }
+  parts.push(fields.tail);
+  return pieces.length > 0;
+}
+
+function compile(nodes: FieldNode[]): Fields {
+  const fields: Fields = { nodes, pieces: [], columns: [], scales: [], tail: "" };
+  let text = "";
+  const walk = (level: FieldNode[]) => level.forEach((node, i) => {
+    text += (i > 0 ? "," : "") + node.key;
+    if (node.children) {
+      text += "{";
+      walk(node.children);
+      text += "}";
+    } else {
+      fields.pieces.push(text);
+      fields.columns.push(node.column!);
+      fields.scales.push(node.scale ?? 1);
+      text = "";
+    }
+  });
+  walk(nodes);
+  fields.tail = text;
+  return fields;
+}
+
+function tree(entries: Array<{ path: string; column: number; scale?: number }>): Fields {
   const root: FieldNode[] = [];
   for (const { path, column, scale } of entries) {
     let level = root;
@@ -63,7 +114,7 @@ function tree(entries: Array<{ path: string; column: number; scale?: number }>):
       level = node.children ?? (node.children = [{ key: '"_":', column: node.column }]);
     });
   }
-  return root;
+  return compile(root);
 }
 
 const LEGACY_CPU: Array<[string, string, number]> = [
@@ -140,32 +191,41 @@ export function defineEncoder(run: RunInfo, options: { namespace: string; legacy
   return {
     encode(batch, out) {
       const p = plans.get(batch.columns) ?? plan(batch);
+      const { values } = batch;
       const width = batch.columns.length;
       let appended = 0;
+      /** Ends the document begun in `parts` with `opener`, the members of `fields` and `close`; without members, `empty` or no document. */
+      const finish = (opener: string, fields: Fields, base: number, close: string, empty?: string) => {
+        const mark = parts.length;
+        parts.push(opener);
+        if (render(fields, values, base)) parts.push(close);
+        else if (empty === undefined) return void (parts.length = 0);
+        else (parts.length = mark), parts.push(empty);
+        out.push(parts.join(""));
+        parts.length = 0;
+        appended++;
+      };
       for (let row = 0; row < batch.rows; row++) {
         const base = row * width;
         const id = `${p.idPrefix}-${Math.round(batch.timestampMs[row]! * 1000).toString(36)}`;
         const time = new Date(batch.timestampMs[row]!).toISOString();
         if (options.legacy) {
-          out.push(`${containerAction}${id}"}}\n{"timestamp":"${time}",${p.head}${prefixed(members(p.metrics, batch.values, base))}}\n`);
+          parts.push(containerAction, id, '"}}\n{"timestamp":"', time, '",', p.head);
+          finish(",", p.metrics, base, "}\n", "}\n");
           p.legacyGpuFields.forEach((fields, i) => {
-            const body = members(fields, batch.values, base);
-            if (body) out.push(`${gpuAction}${id}-g${p.gpus[i]!.device}"}}\n{"timestamp":"${time}",${p.head},"index":${p.gpus[i]!.device},${body}}\n`), appended++;
+            parts.push(gpuAction, id, "-g", p.gpus[i]!.device, '"}}\n{"timestamp":"', time, '",', p.head, ',"index":', p.gpus[i]!.device);
+            finish(",", fields, base, "}\n");
           });
         } else {
-          const head = `{"@timestamp":"${time}",${p.head}${batch.monotonicMs[row]}}`;
-          const metrics = members(p.metrics, batch.values, base);
-          out.push(`${containerAction}${id}"}}\n${head},${p.containerTail}${ecs(p, batch.values, base)}}${metrics ? `,"metrics":{${metrics}}` : ""}}\n`);
+          parts.push(containerAction, id, '"}}\n{"@timestamp":"', time, '",', p.head, batch.monotonicMs[row]!, "},", p.containerTail, ecs(p, values, base), "}");
+          finish(',"metrics":{', p.metrics, base, "}}\n", "}\n");
           for (const gpu of p.gpus) {
-            const body = members(gpu.fields, batch.values, base);
-            if (body) out.push(`${gpuAction}${id}-g${gpu.device}"}}\n${head},${p.containerTail}},"gpu":{"index":${gpu.device},${body}}}\n`), appended++;
+            parts.push(gpuAction, id, "-g", gpu.device, '"}}\n{"@timestamp":"', time, '",', p.head, batch.monotonicMs[row]!, "},", p.containerTail, '},"gpu":{"index":', gpu.device);
+            finish(",", gpu.fields, base, "}}\n");
           }
         }
-        appended++;
       }
       return appended;
     },
   };
 }
-
-const prefixed = (text: string) => (text ? `,${text}` : "");

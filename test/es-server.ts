@@ -165,45 +165,56 @@ export function startEsServer(options: EsServerOptions = {}): EsTestServer {
   /** Checks a source against the mapping like Elasticsearch does; returns the error or the new fields to map. */
   function check(state: IndexState, source: Json, id: string): { error?: { type: string; reason: string }; added: Map<string, string> } {
     const added = new Map<string, string>();
-    const typeOf = (path: string) => state.mapping.get(path) ?? added.get(path);
+    const typeOf = (path: string) => state.mapping.get(path) ?? (added.size > 0 ? added.get(path) : undefined);
     const fail = (reason: string) => ({ error: { type: parseError, reason }, added });
     const preview = (v: unknown) => (typeof v === "object" ? `{${Object.entries(v as Json).map(([k, x]) => `${k}=${x}`).join(", ")}}` : String(v));
+    const parseFailure = (path: string, type: string, value: unknown) =>
+      fail(`failed to parse field [${path}] of type [${type}] in document with id '${id}'. Preview of field's value: '${preview(value)}'`).error;
+    const item = (path: string, key: string, value: unknown): { type: string; reason: string } | undefined => {
+      if (value === null) return undefined;
+      const type = typeOf(path);
+      if (typeof value === "object") {
+        if (type !== undefined && type !== "object" && type !== "flattened") return parseFailure(path, type, value);
+        if (type === undefined) added.set(path, "object");
+        return type === "flattened" ? undefined : walk(value as Json, `${path}.`);
+      }
+      if (type === "object") return fail(`object mapping for [${path}] tried to parse field [${key}] as object, but found a concrete value`).error;
+      if (type === undefined) {
+        const mappingType = typeof value === "number" ? (Number.isInteger(value) ? "long" : "double") : typeof value === "boolean" ? "boolean" : "string";
+        const rule = state.dynamicTemplates.find((r) => (!r.pathMatch || r.pathMatch.test(path)) && (!r.mappingType || r.mappingType === "*" || r.mappingType === mappingType));
+        const dateLike = typeof value === "string" && /^\d{4}-\d\d-\d\dT/.test(value) && !Number.isNaN(Date.parse(value));
+        added.set(path, rule?.type ?? (mappingType === "double" ? "float" : mappingType === "string" ? (dateLike ? "date" : "keyword") : mappingType));
+        return undefined;
+      }
+      const numeric = typeof value === "number" || (typeof value === "string" && value.trim() !== "" && !Number.isNaN(Number(value)));
+      const ok = INTEGER_TYPES.has(type) || FLOAT_TYPES.has(type) ? numeric
+        : type === "date" || type === "date_nanos" ? typeof value === "number" || !Number.isNaN(Date.parse(String(value)))
+        : type === "boolean" ? value === true || value === false || value === "true" || value === "false"
+        : true;
+      return ok ? undefined : parseFailure(path, type, value);
+    };
     const walk = (object: Json, prefix: string): { type: string; reason: string } | undefined => {
-      for (const [key, value] of Object.entries(object)) {
-        const path = `${prefix}${key}`; // dotted keys are object paths, as in Elasticsearch
-        const parts = path.split(".");
-        for (let i = 1; i < parts.length; i++) {
-          const parent = parts.slice(0, i).join(".");
-          const t = typeOf(parent);
-          if (t !== undefined && t !== "object") return fail(`failed to parse field [${parent}] of type [${t}] in document with id '${id}'. Preview of field's value: '${preview({ [parts.slice(i).join(".")]: value })}'`).error;
-          if (t === undefined) added.set(parent, "object");
+      for (const key in object) {
+        const value = object[key];
+        const path = prefix + key;
+        if (key.includes(".")) {
+          // Dotted keys are object paths, as in Elasticsearch: every parent must be (or become) an object.
+          const parts = path.split(".");
+          for (let i = 1; i < parts.length; i++) {
+            const parent = parts.slice(0, i).join(".");
+            const t = typeOf(parent);
+            if (t !== undefined && t !== "object") return parseFailure(parent, t, { [parts.slice(i).join(".")]: value });
+            if (t === undefined) added.set(parent, "object");
+          }
         }
-        for (const item of Array.isArray(value) ? value : [value]) {
-          const type = typeOf(path);
-          if (item === null) continue;
-          if (typeof item === "object") {
-            if (type !== undefined && type !== "object" && type !== "flattened") return fail(`failed to parse field [${path}] of type [${type}] in document with id '${id}'. Preview of field's value: '${preview(item)}'`).error;
-            if (type === undefined) added.set(path, "object");
-            if (type !== "flattened") {
-              const inner = walk(item as Json, `${path}.`);
-              if (inner) return inner;
-            }
-            continue;
+        if (Array.isArray(value)) {
+          for (const v of value) {
+            const error = item(path, key, v);
+            if (error) return error;
           }
-          if (type === "object") return fail(`object mapping for [${path}] tried to parse field [${key}] as object, but found a concrete value`).error;
-          if (type === undefined) {
-            const mappingType = typeof item === "number" ? (Number.isInteger(item) ? "long" : "double") : typeof item === "boolean" ? "boolean" : "string";
-            const rule = state.dynamicTemplates.find((r) => (!r.pathMatch || r.pathMatch.test(path)) && (!r.mappingType || r.mappingType === "*" || r.mappingType === mappingType));
-            const dateLike = typeof item === "string" && /^\d{4}-\d\d-\d\dT/.test(item) && !Number.isNaN(Date.parse(item));
-            added.set(path, rule?.type ?? (mappingType === "double" ? "float" : mappingType === "string" ? (dateLike ? "date" : "keyword") : mappingType));
-            continue;
-          }
-          const numeric = typeof item === "number" || (typeof item === "string" && item.trim() !== "" && !Number.isNaN(Number(item)));
-          const ok = INTEGER_TYPES.has(type) || FLOAT_TYPES.has(type) ? numeric
-            : type === "date" || type === "date_nanos" ? typeof item === "number" || !Number.isNaN(Date.parse(String(item)))
-            : type === "boolean" ? item === true || item === false || item === "true" || item === "false"
-            : true;
-          if (!ok) return fail(`failed to parse field [${path}] of type [${type}] in document with id '${id}'. Preview of field's value: '${item}'`).error;
+        } else {
+          const error = item(path, key, value);
+          if (error) return error;
         }
       }
       return undefined;

@@ -16,7 +16,7 @@ const connectionArgs = {
 
 const path = (t: TemplateRequest) => `/${t.kind === "component" ? "_component_template" : "_index_template"}/${encodeURIComponent(t.name)}`;
 
-async function serverVersion(conn: EsConnection): Promise<string> {
+async function serverVersion(conn: EsConnection, legacy: boolean): Promise<string> {
   const answer = await esRequest(conn, "GET", "/");
   if (answer.unreachable !== undefined) {
     throw new CpostError("engine", `elasticsearch at ${conn.url} does not answer: ${answer.unreachable}`, { hint: "check --es-url (and --es-ca for https)" });
@@ -25,9 +25,9 @@ async function serverVersion(conn: EsConnection): Promise<string> {
   const version = (answer.body as { version?: { number?: string; distribution?: string } } | undefined)?.version;
   const [major = 0, minor = 0] = (version?.number ?? "0").split(".").map(Number);
   const opensearch = version?.distribution === "opensearch";
-  if (!opensearch && (major < 7 || (major === 7 && minor < 8))) {
-    throw new CpostError("unavailable", `Elasticsearch ${version?.number ?? "(unknown version)"} at ${conn.url} has no composable index templates`, {
-      hint: "cpost needs Elasticsearch 7.8 or later, or OpenSearch",
+  if (!opensearch && (major < 7 || (major === 7 && minor < (legacy ? 8 : 9)))) {
+    throw new CpostError("unavailable", `Elasticsearch ${version?.number ?? "(unknown version)"} at ${conn.url} has no ${legacy ? "composable index templates" : "data streams"}`, {
+      hint: `cpost needs Elasticsearch ${legacy ? "7.8" : "7.9"} or later, or OpenSearch${legacy ? "" : "; --legacy writes plain indices (7.8+)"}`,
     });
   }
   return `${opensearch ? "OpenSearch" : "Elasticsearch"} ${version?.number}`;
@@ -73,7 +73,7 @@ const setup = defineCommand({
     const options = Object.fromEntries(Object.entries(args).filter((e): e is [string, string] => typeof e[1] === "string"));
     const conn = esConnection(options);
     conn.timeoutMs = parseDuration(args["es-timeout"], 30_000, "es-timeout");
-    process.stdout.write(`${await serverVersion(conn)} at ${conn.url}\n`);
+    process.stdout.write(`${await serverVersion(conn, Boolean(args.legacy))} at ${conn.url}\n`);
     for (const t of requests) {
       process.stdout.write(`  ${t.kind} template ${t.name}: ${await apply(conn, t, Boolean(args.force))}\n`);
     }
