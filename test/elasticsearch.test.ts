@@ -13,7 +13,7 @@ import { CpostError } from "../core/errors.ts";
 import type { MetricColumn, RunInfo, RunResult, SampleBatch, Sink } from "../core/types.ts";
 import elasticsearch from "../plugins/elasticsearch.ts";
 import { templateRequests } from "../plugins/elasticsearch-templates.ts";
-import { startEsServer, type EsServerOptions, type EsTestServer } from "./es-server.ts";
+import { sampleKey, startEsServer, storedSamples, type EsServerOptions, type EsTestServer } from "./es-server.ts";
 import { cpostSource } from "./support.ts";
 
 const CONTAINER = "metrics-cpost.container-default";
@@ -105,16 +105,11 @@ async function feed(sink: Sink, run: RunInfo, batches: SampleBatch[], between?: 
   await sink.end(RESULT);
 }
 
-/** Every (container, timestamp) of the batches appears exactly once among the stored container documents. */
+/** Every sample of the batches appears exactly once among the stored container documents, and nothing else does. */
 function expectExactlyOnce(s: EsTestServer, batches: SampleBatch[], index = CONTAINER): void {
   const expected = new Set<string>();
-  for (const b of batches) for (let r = 0; r < b.rows; r++) expected.add(`${b.containerId} ${new Date(b.timestampMs[r]!).toISOString()} ${b.monotonicMs[r]}`);
-  const seen = new Map<string, number>();
-  for (const doc of s.docs(index).values()) {
-    const d = doc as { "@timestamp": string; container: { id: string }; cpost: { monotonic_ms: number } };
-    const key = `${d.container.id} ${d["@timestamp"]} ${d.cpost.monotonic_ms}`;
-    seen.set(key, (seen.get(key) ?? 0) + 1);
-  }
+  for (const b of batches) for (let r = 0; r < b.rows; r++) expected.add(sampleKey(b.containerId, b.timestampMs[r]!, b.monotonicMs[r]!));
+  const seen = storedSamples(s, index);
   expect([...seen.values()].filter((n) => n !== 1)).toEqual([]);
   expect(seen.size).toBe(expected.size);
   expect([...expected].filter((k) => !seen.has(k))).toEqual([]);

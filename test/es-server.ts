@@ -451,3 +451,19 @@ if (import.meta.main) {
   const server = startEsServer({ keepSources: !process.argv.includes("--ids-only") });
   process.stdout.write(`${JSON.stringify({ url: server.url })}\n`);
 }
+
+/** A stored container document's sample identity: container, `@timestamp` and the run's monotonic ms. */
+export function sampleKey(containerId: string, timestampMs: number, monotonicMs: number): string {
+  return `${containerId} ${new Date(timestampMs).toISOString()} ${monotonicMs}`;
+}
+
+/** How often each sample is stored among `index`'s container documents (exactly once: every count is 1). */
+export function storedSamples(server: EsTestServer, index = "metrics-cpost.container-default"): Map<string, number> {
+  const seen = new Map<string, number>();
+  for (const doc of server.docs(index).values()) {
+    const d = doc as { "@timestamp": string; container: { id: string }; cpost: { monotonic_ms: number } };
+    const key = sampleKey(d.container.id, Date.parse(d["@timestamp"]), d.cpost.monotonic_ms);
+    seen.set(key, (seen.get(key) ?? 0) + 1);
+  }
+  return seen;
+}
