@@ -196,7 +196,9 @@ export function createBlkioCollector(options: BlkioOptions = {}): Collector {
           if (cg.version === 2) sumV2(bytesFile, cgroup);
           else {
             sumV1(bytesFile, cgroup, 0);
-            if (opsFile && reread(opsFile)) sumV1(opsFile, cgroup, 2);
+            // no bytes, no ops: skip the second read while the files are empty (always, on some kernels)
+            if (cgroup[0]! + cgroup[1]! === 0) cgroup[2] = cgroup[3] = 0;
+            else if (opsFile && reread(opsFile)) sumV1(opsFile, cgroup, 2);
             else cgroup[2] = cgroup[3] = NaN;
           }
           if (proc) proc.read(out.monotonicMs, fromProc);

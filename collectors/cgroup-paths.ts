@@ -110,7 +110,9 @@ export function findContainerCgroup(target: Target, roots: CgroupRoots = {}): Co
   const candidates = target.kind === "host" ? [""] : [...(pidPath && pidPath !== "/" ? [pidPath] : []), ...candidatePaths(target)];
   const relative = candidates.find((p) => existsSync(join(anchor, p)));
   if (relative === undefined) {
-    return { unavailable: `no cgroup for container ${target.containerId.slice(0, 12)} under ${anchor} (looked at ${candidates.join(", ")})` };
+    return {
+      unavailable: `no cgroup for container ${target.containerId.slice(0, 12)} under ${anchor}: it has exited already, or its engine put it elsewhere (looked at ${candidates.join(", ")})`,
+    };
   }
   const v1: Partial<Record<V1Controller, string>> = {};
   if (layout.version === 1) {

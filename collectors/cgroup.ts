@@ -12,9 +12,15 @@ import { findContainerCgroup, hostMemoryBytes, resolveRoots, type CgroupRoots, t
 import { closeStatFile, fieldOnLine, fileNumber, keyBytes, keyedValues, openStatFile, reread, type StatFile } from "./cgroup-files.ts";
 
 /** Options of the cgroup collector: where the cgroup filesystem and /proc are. */
-export type CgroupOptions = CgroupRoots;
+export interface CgroupOptions extends CgroupRoots {
+  /** Milliseconds clock of cpu.percent (tests drive it); default performance.now. */
+  clock?: () => number;
+}
 
 const DETAIL_MS = 10;
+const CPU_WINDOW_MS = 100;
+/** A series younger than this has no cpu.percent yet: over a shorter span one tick is more than 2 %. */
+const CPU_MIN_WINDOW_MS = 50;
 const SLOW_MS = 1000;
 /** A tier is due once this share of its period has passed, so a 10 ms interval reads the detail every sample despite jitter. */
 const DUE = 0.75;
@@ -23,7 +29,7 @@ const m = (name: string, unit: MetricSpec["unit"], kind: MetricSpec["kind"], des
 /** Every metric the collector can report, in slot order; a probe reports those its files allow. */
 const METRICS: readonly MetricSpec[] = [
   m("cpu.usage_ns", "ns", "counter", "CPU time used (cpuacct.usage / cpu.stat usage_usec)"),
-  m("cpu.percent", "percent", "gauge", "CPU use since the previous sample, 100 = one core"),
+  m("cpu.percent", "percent", "gauge", "CPU use over the last 100 ms (50-100 ms at the start), 100 = one core"),
   m("cpu.user_ns", "ns", "counter", "CPU time in user mode"),
   m("cpu.system_ns", "ns", "counter", "CPU time in kernel mode"),
   m("cpu.nr_throttled", "count", "counter", "periods the CFS quota throttled the container"),
@@ -221,12 +227,44 @@ function openV2(cg: ContainerCgroup, hostMemory: number): Reader {
   };
 }
 
-function openProbe(reader: Reader): Probe {
+/**
+ * cpu.percent: Δusage over Δwall time back to the newest sample at least
+ * CPU_WINDOW_MS older (all of the series while it is younger, and nothing
+ * before it spans CPU_MIN_WINDOW_MS). The kernel
+ * adds a running task's time to the usage counter only at scheduler ticks
+ * (measured here: steps of ~0.9 ms; 4 ms at HZ=250), so over one 10 ms
+ * interval a single busy thread reads anywhere from 90 to 120 %; over
+ * 100 ms the tick error stays near 1 %. cpu.usage_ns keeps every sample.
+ */
+function defineRateWindow() {
+  const CAPACITY = 4096; // samples of the last CPU_WINDOW_MS, at any interval down to 1 ms
+  const times = new Float64Array(CAPACITY);
+  const usages = new Float64Array(CAPACITY);
+  let head = 0; // next write
+  let tail = 0; // oldest kept
+  let size = 0;
+  return {
+    percent(now: number, usage: number): number {
+      if (Number.isNaN(usage)) return NaN;
+      if (size === CAPACITY) (tail = (tail + 1) % CAPACITY), size--;
+      times[head] = now;
+      usages[head] = usage;
+      head = (head + 1) % CAPACITY;
+      size++;
+      // drop the oldest while the next one is still old enough to span the window
+      while (size > 2 && now - times[(tail + 1) % CAPACITY]! >= CPU_WINDOW_MS) (tail = (tail + 1) % CAPACITY), size--;
+      const span = now - times[tail]!;
+      if (size < 2 || span < CPU_MIN_WINDOW_MS) return NaN;
+      return ((usage - usages[tail]!) / (span * 1e6)) * 100;
+    },
+  };
+}
+
+function openProbe(reader: Reader, clock: () => number): Probe {
   const order = [...reader.slots].sort((a, b) => a - b);
   const slotOf = Int32Array.from(order);
   const v = new Float64Array(METRICS.length);
-  let lastUsage = NaN;
-  let lastMs = NaN;
+  const window = defineRateWindow();
   let lastDetail = -Infinity;
   let lastSlow = -Infinity;
   return {
@@ -236,11 +274,9 @@ function openProbe(reader: Reader): Probe {
       v.fill(NaN);
       if (!reader.fast(v)) return false;
       const now = out.monotonicMs;
-      const usage = v[USAGE]!;
-      // Δusage (ns) over Δwall (ms→ns), 100 per busy core; the first sample has no previous one
-      v[PERCENT] = ((usage - lastUsage) / ((now - lastMs) * 1e6)) * 100;
-      lastUsage = usage;
-      lastMs = now;
+      // the rate's own clock is read right after the counter: a thread preempted between the
+      // sample's timestamp and this read would otherwise book a late read against an early time
+      v[PERCENT] = window.percent(clock(), v[USAGE]!);
       if (now - lastDetail >= DETAIL_MS * DUE) {
         reader.detail(v);
         lastDetail = now;
@@ -267,7 +303,7 @@ export function createCgroupCollector(options: CgroupOptions = {}): Collector {
     name: "cgroup",
     description: "CPU, memory, pids and pressure from the container's cgroup (v1, v2, hybrid)",
     metrics: METRICS,
-    portable: { module: "cgroup", options: { ...options } },
+    portable: { module: "cgroup", options: { cgroupRoot: options.cgroupRoot, procRoot: options.procRoot } },
     open(target: Target) {
       const roots = resolveRoots(options);
       const cg = findContainerCgroup(target, roots);
@@ -278,7 +314,7 @@ export function createCgroupCollector(options: CgroupOptions = {}): Collector {
         for (const file of reader.files) closeStatFile(file);
         return { unavailable: `cgroup of ${target.containerId.slice(0, 12)} has neither CPU nor memory accounting files (${reader.source})` };
       }
-      return openProbe(reader);
+      return openProbe(reader, options.clock ?? (() => performance.now()));
     },
   };
 }

@@ -181,8 +181,9 @@ export interface Collector {
    * How the sampler's worker thread makes its own instance (probes cannot
    * cross threads): `module` is a built-in's registry name (e.g. "cgroup")
    * or a plugin's file URL; the worker calls that module's `create(options)`
-   * export if it has one, else takes its default export. Absent: the run
-   * samples on the main thread (intervals less steady). Optional.
+   * export if it has one, else takes its default export. Absent: a
+   * built-in is rebuilt from the registry by its name; with any other, the
+   * run samples on the main thread (intervals less steady). Optional.
    */
   readonly portable?: { module: string; options?: Record<string, string | number | boolean | undefined> };
 }

@@ -40,8 +40,11 @@ function target(id: string, extra: Partial<Target> = {}): Target {
   return { kind: "container", containerId: id, pid: 0, engine: "docker", cgroupDriver: "cgroupfs", operator: "op", ...extra };
 }
 
+/** The probes' clock for cpu.percent: readAt moves it to the sample's time. */
+let clockMs = 0;
+
 function openProbe(t: Target, roots: { cgroupRoot: string; procRoot: string }): Probe {
-  const opened = createCgroupCollector(roots).open(t);
+  const opened = createCgroupCollector({ ...roots, clock: () => clockMs }).open(t);
   if (isUnavailable(opened)) throw new Error(opened.unavailable);
   return opened;
 }
@@ -49,6 +52,7 @@ function openProbe(t: Target, roots: { cgroupRoot: string; procRoot: string }): 
 /** Reads once at `monotonicMs`; returns metric name -> value. */
 function readAt(probe: Probe, monotonicMs: number): { alive: boolean; values: Record<string, number> } {
   const out: MetricBuffer = { values: new Float64Array(probe.metrics.length + 3).fill(-1), base: 3, monotonicMs };
+  clockMs = monotonicMs;
   const alive = probe.read(out);
   return { alive, values: Object.fromEntries(probe.metrics.map((m, i) => [m.name, out.values[3 + i]!])) };
 }
@@ -96,17 +100,40 @@ describe("cgroup v2 (real v2 files)", () => {
     probe.close();
   });
 
-  test("cpu.percent is Δusage over Δwall time, 100 = one core", () => {
+  test("cpu.percent is Δusage over Δwall time, 100 = one core, back to the newest sample 100 ms old; none before 50 ms", () => {
     const roots = copyOfFixture();
     const probe = openProbe(target(DOCKER_ID), roots);
     const statPath = join(roots.dir, "cpu.stat");
+    const text = readFileSync(statPath, "utf8");
     const before = keyed(statPath).usage_usec!;
-    readAt(probe, 1000);
-    // 750 ms of CPU in 500 ms of wall time: one and a half cores
-    writeFileSync(statPath, readFileSync(statPath, "utf8").replace(`usage_usec ${before}`, `usage_usec ${before + 750_000}`));
-    const { values } = readAt(probe, 1500);
-    expect(values["cpu.percent"]).toBeCloseTo(150, 6);
-    expect(values["cpu.usage_ns"]).toBe((before + 750_000) * 1000);
+    const at = (ms: number, usedMs: number) => {
+      writeFileSync(statPath, text.replace(`usage_usec ${before}`, `usage_usec ${before + usedMs * 1000}`));
+      return readAt(probe, ms).values;
+    };
+    expect(at(1000, 0)["cpu.percent"]).toBeNaN(); // nothing before it
+    expect(at(1030, 15)["cpu.percent"]).toBeNaN(); // 30 ms: one scheduler tick would be 3 % of it
+    expect(at(1060, 45)["cpu.percent"]).toBeCloseTo((45 / 60) * 100, 9); // 60 ms, all of the series
+    const late = at(1500, 750); // the newest sample at least 100 ms older is the one at 1060
+    expect(late["cpu.percent"]).toBeCloseTo(((750 - 45) / (1500 - 1060)) * 100, 9);
+    expect(late["cpu.usage_ns"]).toBe((before + 750_000) * 1000);
+    probe.close();
+  });
+
+  test("cpu.percent spans 100 ms, so the kernel's tick-sized steps in the usage counter do not show as load", () => {
+    const roots = copyOfFixture();
+    const probe = openProbe(target(DOCKER_ID), roots);
+    const statPath = join(roots.dir, "cpu.stat");
+    const text = readFileSync(statPath, "utf8");
+    const base = keyed(statPath).usage_usec!;
+    const percents: number[] = [];
+    // one busy core whose usage the kernel books in 20 ms steps every other 10 ms interval
+    for (let i = 0; i <= 30; i++) {
+      const usage = base + Math.floor(i / 2) * 20_000;
+      writeFileSync(statPath, text.replace(`usage_usec ${base}`, `usage_usec ${usage}`));
+      percents.push(readAt(probe, 1000 + i * 10).values["cpu.percent"]!);
+    }
+    expect(percents[0]).toBeNaN();
+    for (const p of percents.slice(10)) expect(Math.abs(p - 100)).toBeLessThanOrEqual(10);
     probe.close();
   });
 

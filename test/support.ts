@@ -36,7 +36,8 @@ let binary: Promise<string> | undefined;
 export function compiledBinary(): Promise<string> {
   binary ??= (async () => {
     const out = join(mkdtempSync(join(tmpdir(), "cpost-bin-")), "cpost");
-    const proc = Bun.spawn([BUN, "build", "--compile", join(REPO, "core/main.ts"), "--outfile", out], {
+    // the sampler's worker thread is a second entrypoint (see core/sampler-worker.ts)
+    const proc = Bun.spawn([BUN, "build", "--compile", join(REPO, "core/main.ts"), join(REPO, "core/sampler-worker.ts"), "--outfile", out], {
       cwd: REPO,
       stdout: "pipe",
       stderr: "pipe",

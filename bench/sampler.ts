@@ -1,0 +1,183 @@
+/**
+ * Benchmark of sampling one container (a real one, on the real Docker
+ * engine), with Docker's own stats endpoint as the baseline in the same run:
+ *
+ * 1. per-sample cost of the cgroup + blkio probes, back to back, with the
+ *    clock they see advancing 1 ms per sample (so the ~10 ms detail tier
+ *    and the ~1 s tier come round as at 1 kHz), and with every tier read
+ *    every sample (what a sample at the default 10 ms interval costs);
+ * 2. cpost's own CPU (utime + stime of /proc/self/stat, all threads) while
+ *    the Sampler samples the container at 1 kHz for N seconds, and the
+ *    intervals it achieved; in its worker thread, and on the main thread;
+ * 3. the baseline: `GET /containers/{id}/stats?stream=false&one-shot=true`
+ *    once per sample, back to back for N seconds: its latency, the
+ *    intervals it achieves, and the CPU it costs cpost and the engine
+ *    (dockerd, containerd and the container's shim).
+ *
+ *   node_modules/.bin/bun bench/sampler.ts [seconds=10]
+ */
+import { readdirSync, readFileSync } from "node:fs";
+import { cpus, loadavg } from "node:os";
+import blkio from "../collectors/blkio.ts";
+import cgroup from "../collectors/cgroup.ts";
+import { Sampler } from "../core/sampler.ts";
+import { isUnavailable, type MetricBuffer, type Probe, type Target } from "../core/types.ts";
+
+const seconds = Number(process.argv[2] ?? 10);
+const SOCKET = "/var/run/docker.sock";
+const TICKS_PER_S = 100; // USER_HZ
+
+async function api(method: string, path: string, body?: unknown): Promise<Response> {
+  const res = await fetch(`http://docker/v1.41${path}`, {
+    method,
+    unix: SOCKET,
+    headers: body ? { "content-type": "application/json" } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
+  return res;
+}
+
+/** CPU seconds (user + system) of a process, all threads. */
+function cpuSeconds(pid: number | "self"): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_S;
+}
+
+/** The engine's processes: dockerd, containerd, and the shims. */
+function enginePids(): number[] {
+  return readdirSync("/proc").filter((p) => /^\d+$/.test(p)).map(Number).filter((pid) => {
+    try {
+      return /^(dockerd|containerd|containerd-shim.*)$/.test(readFileSync(`/proc/${pid}/comm`, "latin1").trim());
+    } catch {
+      return false;
+    }
+  });
+}
+const engineCpu = (pids: number[]): number => pids.reduce((sum, pid) => {
+  try {
+    return sum + cpuSeconds(pid);
+  } catch {
+    return sum;
+  }
+}, 0);
+
+function quantiles(xs: number[]): { p50: number; p99: number } {
+  const s = [...xs].sort((a, b) => a - b);
+  return { p50: s[Math.floor(0.5 * (s.length - 1))]!, p99: s[Math.floor(0.99 * (s.length - 1))]! };
+}
+const f = (x: number, d = 2): string => x.toFixed(d);
+
+const created = (await (await api("POST", "/containers/create", {
+  Image: "cpost-test/busybox:1",
+  Cmd: ["cpost-workload", "mem", "64", "600"],
+  Labels: { "cpost.bench": "sampler" },
+})).json()) as { Id: string };
+const id = created.Id;
+await api("POST", `/containers/${id}/start`);
+const info = (await (await api("GET", "/info")).json()) as { CgroupDriver: "cgroupfs" | "systemd"; CgroupVersion: string; KernelVersion: string };
+const target: Target = { kind: "container", containerId: id, pid: 0, engine: "docker", cgroupDriver: info.CgroupDriver, operator: "bench" };
+
+try {
+  console.log(`bench/sampler: ${cpus().length} CPUs, kernel ${info.KernelVersion}, cgroup v${info.CgroupVersion} (${info.CgroupDriver}), load average ${loadavg().map((x) => f(x)).join(" ")}`);
+  console.log(`one container running \`cpost-workload mem 64 600\` (one process)\n`);
+
+  // 1. per-sample cost of the probes
+  const probes = [cgroup, blkio].map((c) => {
+    const p = c.open(target);
+    if (isUnavailable(p)) throw new Error(`${c.name}: ${p.unavailable}`);
+    return p;
+  });
+  const width = probes.reduce((n, p) => n + p.metrics.length, 0);
+  const out: MetricBuffer = { values: new Float64Array(width), base: 0, monotonicMs: 0 };
+  const sampleAll = (ps: Probe[], ms: number): void => {
+    out.monotonicMs = ms;
+    let base = 0;
+    for (const p of ps) {
+      out.base = base;
+      p.read(out);
+      base += p.metrics.length;
+    }
+  };
+  let clock = 0; // the probes' clock only ever advances
+  const perSample = (stepMs: number, n: number): number => {
+    for (let i = 0; i < 2000; i++) sampleAll(probes, (clock += stepMs)); // warm up the JIT
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) sampleAll(probes, (clock += stepMs));
+    return ((performance.now() - t0) * 1000) / n;
+  };
+  const at1kHz: number[] = [];
+  const everyTier: number[] = [];
+  for (let round = 0; round < 5; round++) {
+    at1kHz.push(perSample(1, 20_000));
+    everyTier.push(perSample(2000, 5_000));
+  }
+  const best = (xs: number[]) => Math.min(...xs);
+  const median = (xs: number[]) => quantiles(xs).p50;
+  console.log("1. per-sample cost, cgroup + blkio of one container (5 rounds; median, best)");
+  console.log(`   at 1 kHz (detail every ~10 ms, PSI/limit every ~1 s): ${f(median(at1kHz))} µs, best ${f(best(at1kHz))} µs   (goal ≤ 15 µs)`);
+  console.log(`   every file every sample (a 10 ms-interval sample):    ${f(median(everyTier))} µs, best ${f(best(everyTier))} µs`);
+  for (const p of probes) console.log(`   source: ${p.source}`);
+  for (const p of probes) p.close();
+
+  // 2. the Sampler at 1 kHz
+  const runSampler = async (mainThread: boolean) => {
+    let rows = 0;
+    const warnings: string[] = [];
+    const sampler = new Sampler({ intervalMs: 1, collectors: [cgroup, blkio], mainThread, onBatch: (b) => (rows += b.rows), onWarning: (w) => warnings.push(w) });
+    const watch = sampler.watch(target); // the worker has started by now
+    const cpu0 = cpuSeconds("self");
+    const t0 = performance.now();
+    await Bun.sleep(seconds * 1000);
+    const cpu = cpuSeconds("self") - cpu0;
+    const wall = (performance.now() - t0) / 1000;
+    watch.stop();
+    const intervals = sampler.intervals();
+    sampler.close();
+    return { rows, cpuPct: (100 * cpu) / wall, intervals, warnings, wall };
+  };
+  console.log(`\n2. the Sampler sampling it at 1 kHz for ${seconds} s (cpost's whole process, /proc/self/stat)`);
+  const results: Array<{ name: string; r: Awaited<ReturnType<typeof runSampler>> }> = [];
+  for (const [name, mainThread] of [["worker thread", false], ["main thread", true]] as const) {
+    const r = await runSampler(mainThread);
+    results.push({ name, r });
+    console.log(
+      `   ${name.padEnd(13)}: CPU ${f(r.cpuPct)} % of a core (goal ≤ 2 %), ${r.rows} samples (${f(r.rows / r.wall, 0)}/s), ` +
+        `interval p50 ${f(r.intervals.p50, 3)} ms, p99 ${f(r.intervals.p99, 3)} ms (goal p99 ≤ 1.5 ms)${r.warnings.length ? `; warnings: ${r.warnings.join("; ")}` : ""}`,
+    );
+  }
+
+  // 3. baseline: Docker's stats endpoint once per sample
+  const engine = enginePids();
+  const latencies: number[] = [];
+  const starts: number[] = [];
+  const cpu0 = cpuSeconds("self");
+  const e0 = engineCpu(engine);
+  const t0 = performance.now();
+  while (performance.now() - t0 < seconds * 1000) {
+    const t = performance.now();
+    starts.push(t);
+    const stats = (await (await api("GET", `/containers/${id}/stats?stream=false&one-shot=true`)).json()) as { memory_stats: { usage?: number } };
+    if (stats.memory_stats.usage === undefined) throw new Error("stats without memory usage");
+    latencies.push(performance.now() - t);
+  }
+  const wall = (performance.now() - t0) / 1000;
+  const ownCpu = cpuSeconds("self") - cpu0;
+  const engineCpuUsed = engineCpu(engine) - e0;
+  const intervals = quantiles(starts.slice(1).map((t, i) => t - starts[i]!));
+  const lat = quantiles(latencies);
+  console.log(`\n3. baseline: Docker's stats endpoint (stream=false, one-shot=true) once per sample, back to back for ${seconds} s`);
+  console.log(`   ${latencies.length} samples (${f(latencies.length / wall, 2)}/s); latency p50 ${f(lat.p50, 1)} ms, p99 ${f(lat.p99, 1)} ms; interval p50 ${f(intervals.p50, 1)} ms, p99 ${f(intervals.p99, 1)} ms`);
+  console.log(`   CPU: cpost ${f((100 * ownCpu) / wall)} % of a core, engine (dockerd, containerd, shims) ${f((100 * engineCpuUsed) / wall)} %`);
+
+  const worker = results[0]!.r;
+  const cpostCpuPerSample = (worker.cpuPct / 100) * worker.wall / worker.rows * 1e6;
+  const dockerCpuPerSample = ((ownCpu + engineCpuUsed) / latencies.length) * 1e6;
+  console.log("\nratios (Docker's endpoint / cpost, same run)");
+  console.log(`   wall time per sample: ${f(lat.p50 * 1000, 0)} µs / ${f(median(at1kHz))} µs = ${f((lat.p50 * 1000) / median(at1kHz), 0)}×`);
+  console.log(`   CPU per sample (all processes involved): ${f(dockerCpuPerSample, 0)} µs / ${f(cpostCpuPerSample, 1)} µs = ${f(dockerCpuPerSample / cpostCpuPerSample, 0)}×`);
+  console.log(`   samples per second: ${f(worker.rows / worker.wall, 0)} / ${f(latencies.length / wall, 2)} = ${f(worker.rows / worker.wall / (latencies.length / wall), 0)}×`);
+} finally {
+  await fetch(`http://docker/v1.41/containers/${id}?force=true`, { method: "DELETE", unix: SOCKET });
+}

@@ -1,0 +1,302 @@
+/**
+ * The sampling loop shared by the sampler's worker thread and its
+ * main-thread fallback: the watched series, one drift-free schedule for all
+ * of them, batches, and the achieved-interval histogram. It never waits or
+ * sleeps itself; its driver calls `tick()` at `nextDue()`.
+ */
+import { pluginError } from "./errors.ts";
+import { columnKey, isUnavailable, type Collector, type MetricBuffer, type MetricColumn, type Probe, type Target } from "./types.ts";
+
+/** What the core reports to its driver, in order. */
+export type CoreEvent =
+  | { type: "batch"; id: number; rows: number; timestampMs: Float64Array; monotonicMs: Float64Array; values: Float64Array }
+  | { type: "finished"; id: number; sources: string[]; samples: number }
+  | { type: "warning"; message: string };
+
+/** The fixed shape of a new series, known as soon as its probes are open. */
+export interface SeriesShape {
+  columns: MetricColumn[];
+  sources: string[];
+}
+
+/** Achieved intervals between consecutive sampling ticks, ms. */
+export interface IntervalReport {
+  target: number;
+  p50: number;
+  p99: number;
+  samples: number;
+}
+
+export interface CoreOptions {
+  collectors: readonly Collector[];
+  intervalMs: number;
+  batchMs: number;
+  /** Epoch ms (performance.timeOrigin + performance.now()) of the run's start; monotonic times are relative to it. */
+  epochOriginMs: number;
+  emit(event: CoreEvent): void;
+}
+
+/** The one clock of cpost's samples, equal across threads: epoch milliseconds with fraction, monotonic within a run. */
+export function epochNow(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+const BIN_US = 5;
+const BINS = 20_000; // 5 µs bins up to 100 ms; longer intervals land in the last bin
+
+/** A histogram of intervals: recording allocates nothing. */
+function defineIntervalHistogram(targetMs: number) {
+  const bins = new Uint32Array(BINS);
+  let count = 0;
+  const quantile = (q: number): number => {
+    if (count === 0) return NaN;
+    const rank = Math.ceil(q * count);
+    let seen = 0;
+    for (let i = 0; i < BINS; i++) {
+      seen += bins[i]!;
+      if (seen >= rank) return ((i + 0.5) * BIN_US) / 1000;
+    }
+    return NaN;
+  };
+  return {
+    add(ms: number): void {
+      bins[Math.min(BINS - 1, Math.max(0, Math.floor((ms * 1000) / BIN_US)))]!++;
+      count++;
+    },
+    report(): IntervalReport {
+      return { target: targetMs, p50: quantile(0.5), p99: quantile(0.99), samples: count };
+    },
+  };
+}
+
+interface OpenProbe {
+  collector: string;
+  probe: Probe;
+  offset: number;
+  width: number;
+  live: boolean;
+}
+
+interface Series {
+  id: number;
+  target: Target;
+  probes: OpenProbe[];
+  width: number;
+  rows: number;
+  total: number;
+  capacity: number;
+  values: Float64Array;
+  timestampMs: Float64Array;
+  monotonicMs: Float64Array;
+  buffer: MetricBuffer;
+  lastSampleMs: number;
+  batchStartMs: number;
+  state: "sampling" | "finishing" | "ended";
+  deadlineMs: number;
+}
+
+/** Builds the sampling core over the given collectors. */
+export function defineSamplingCore(options: CoreOptions) {
+  const { collectors, intervalMs, batchMs, epochOriginMs, emit } = options;
+  const series = new Map<number, Series>();
+  /** The series still being sampled (not ended), in one array the hot loop walks without allocating. */
+  const sampling: Series[] = [];
+  const histogram = defineIntervalHistogram(intervalMs);
+  const saidUnavailable = new Set<string>();
+  let anchorMs = NaN;
+  let lastTickMs = NaN;
+
+  const warn = (message: string): void => emit({ type: "warning", message });
+
+  const allocate = (s: Series, capacity: number): void => {
+    const values = new Float64Array(capacity * s.width);
+    const timestampMs = new Float64Array(capacity);
+    const monotonicMs = new Float64Array(capacity);
+    values.set(s.values.subarray(0, s.rows * s.width));
+    timestampMs.set(s.timestampMs.subarray(0, s.rows));
+    monotonicMs.set(s.monotonicMs.subarray(0, s.rows));
+    Object.assign(s, { capacity, values, timestampMs, monotonicMs });
+    s.buffer = { values, base: 0, monotonicMs: 0 };
+  };
+
+  const closeProbe = (p: OpenProbe): void => {
+    p.live = false;
+    try {
+      p.probe.close();
+    } catch {
+      // close must not throw; a collector that does is ignored here
+    }
+  };
+
+  /** Takes one row; false when no probe of the series is live any more. */
+  const sample = (s: Series, now: number): boolean => {
+    if (s.rows === s.capacity) allocate(s, s.capacity * 2);
+    const rowBase = s.rows * s.width;
+    s.values.fill(NaN, rowBase, rowBase + s.width);
+    const buffer = s.buffer;
+    buffer.monotonicMs = now - epochOriginMs;
+    let wrote = false;
+    let live = false;
+    for (const p of s.probes) {
+      if (!p.live) continue;
+      buffer.base = rowBase + p.offset;
+      try {
+        if (p.probe.read(buffer)) {
+          wrote = live = true;
+          continue;
+        }
+      } catch (e) {
+        warn(`${pluginError(p.collector, "read", e).message} (${s.target.operator || s.target.containerId.slice(0, 12)}); its metrics stop here`);
+      }
+      s.values.fill(NaN, buffer.base, buffer.base + p.width);
+      closeProbe(p);
+    }
+    s.lastSampleMs = now;
+    if (wrote) {
+      if (s.rows === 0) s.batchStartMs = now;
+      s.timestampMs[s.rows] = now;
+      s.monotonicMs[s.rows] = now - epochOriginMs;
+      s.rows++;
+      s.total++;
+    }
+    return live;
+  };
+
+  const flush = (s: Series): void => {
+    if (s.rows === 0) return;
+    const rows = s.rows;
+    s.rows = 0;
+    emit({
+      type: "batch",
+      id: s.id,
+      rows,
+      timestampMs: s.timestampMs.slice(0, rows),
+      monotonicMs: s.monotonicMs.slice(0, rows),
+      values: s.values.slice(0, rows * s.width),
+    });
+  };
+
+  const sourcesOf = (s: Series): string[] => s.probes.map((p) => `${p.collector}: ${p.probe.source}`);
+
+  const end = (s: Series): void => {
+    flush(s);
+    for (const p of s.probes) if (p.live) closeProbe(p);
+    s.state = "ended";
+    const at = sampling.indexOf(s);
+    if (at >= 0) sampling.splice(at, 1);
+  };
+
+  const finalize = (s: Series): void => {
+    const sources = sourcesOf(s);
+    end(s);
+    series.delete(s.id);
+    emit({ type: "finished", id: s.id, sources, samples: s.total });
+  };
+
+
+  return {
+    /** Opens every collector's probe on the target and takes the first sample at once. */
+    watch(id: number, target: Target): SeriesShape {
+      const probes: OpenProbe[] = [];
+      const columns: MetricColumn[] = [];
+      const keys = new Set<string>();
+      for (const collector of collectors) {
+        let opened: ReturnType<Collector["open"]>;
+        try {
+          opened = collector.open(target);
+        } catch (e) {
+          warn(pluginError(collector.name, "open", e).message);
+          continue;
+        }
+        if (isUnavailable(opened)) {
+          if (!saidUnavailable.has(collector.name)) warn(`${collector.name}: not available: ${opened.unavailable}`);
+          saidUnavailable.add(collector.name);
+          continue;
+        }
+        probes.push({ collector: collector.name, probe: opened, offset: columns.length, width: opened.metrics.length, live: true });
+        for (const spec of opened.metrics) {
+          let key = columnKey(spec);
+          if (keys.has(key)) key = `${key}@${collector.name}`;
+          keys.add(key);
+          columns.push({ ...spec, key, collector: collector.name });
+        }
+      }
+      const capacity = Math.ceil(batchMs / intervalMs) + 8;
+      const s: Series = {
+        id, target, probes, width: columns.length, rows: 0, total: 0, capacity: 0,
+        values: new Float64Array(0), timestampMs: new Float64Array(0), monotonicMs: new Float64Array(0),
+        buffer: { values: new Float64Array(0), base: 0, monotonicMs: 0 },
+        lastSampleMs: -Infinity, batchStartMs: 0, state: "sampling", deadlineMs: Infinity,
+      };
+      allocate(s, capacity);
+      const now = epochNow();
+      if (sampling.length === 0) {
+        anchorMs = now;
+        lastTickMs = NaN;
+      }
+      series.set(id, s);
+      sampling.push(s);
+      if (probes.length === 0 || !sample(s, now)) end(s);
+      return { columns, sources: sourcesOf(s) };
+    },
+
+    /** Keeps sampling until every probe reports its target gone or `graceMs` passes, then flushes and reports "finished". */
+    finish(id: number, graceMs: number): void {
+      const s = series.get(id);
+      if (!s) return;
+      if (s.state === "ended") return finalize(s);
+      s.state = "finishing";
+      s.deadlineMs = epochNow() + graceMs;
+    },
+
+    /** Flushes what was taken and closes the probes now. */
+    stop(id: number): void {
+      const s = series.get(id);
+      if (s) finalize(s);
+    },
+
+    /** Epoch ms when the next tick is due; Infinity when nothing is being sampled. */
+    nextDue(): number {
+      if (sampling.length === 0) return Infinity;
+      const now = epochNow();
+      if (now < anchorMs) return anchorMs;
+      // drift-free: slots sit on anchor + k·interval; a late tick skips the slots it missed
+      return anchorMs + intervalMs * (Math.floor((now - anchorMs) / intervalMs) + 1);
+    },
+
+    /** One sample of every watched series (skipping one sampled in the last half interval), batching and finishing. */
+    tick(): void {
+      const now = epochNow();
+      if (!Number.isNaN(lastTickMs)) histogram.add(now - lastTickMs);
+      lastTickMs = now;
+      for (let i = sampling.length - 1; i >= 0; i--) {
+        const s = sampling[i]!; // backwards: ending a series removes it from the list
+        const live = now - s.lastSampleMs >= intervalMs / 2 ? sample(s, now) : true;
+        if (!live || (s.state === "finishing" && now >= s.deadlineMs)) {
+          if (s.state === "finishing") finalize(s);
+          else end(s);
+        } else if (s.rows > 0 && now - s.batchStartMs >= batchMs) flush(s);
+      }
+      if (sampling.length === 0) lastTickMs = NaN;
+    },
+
+    intervals(): IntervalReport {
+      return histogram.report();
+    },
+
+    /** Stops every series and releases the collectors' host-wide resources. */
+    close(): void {
+      for (const s of [...series.values()]) finalize(s);
+      for (const collector of collectors) {
+        try {
+          collector.dispose?.();
+        } catch (e) {
+          warn(pluginError(collector.name, "dispose", e).message);
+        }
+      }
+    },
+  };
+}
+
+/** The sampling core as its drivers hold it. */
+export type SamplingCore = ReturnType<typeof defineSamplingCore>;
