@@ -54,9 +54,10 @@ export function defineDelivery(o: DeliveryOptions) {
   });
 
   function toSpool(items: string[]): void {
-    if (o.spool.put(items)) return void (spoolMayHold ||= items.length > 0);
+    const failure = o.spool.put(items);
+    if (failure === undefined) return void (spoolMayHold ||= items.length > 0);
     counts.lost += items.length;
-    o.say("full", `SPOOL FULL (${o.spool.dir}, --es-spool-max ${o.spool.maxBytes} bytes): documents are being DROPPED; free space or raise --es-spool-max`);
+    o.say("lost", `SPOOL ${o.spool.dir} cannot take documents (${failure}): they are being DROPPED; free space or raise --es-spool-max`);
   }
 
   function unreachable(reason: string): void {
@@ -109,7 +110,9 @@ export function defineDelivery(o: DeliveryOptions) {
   async function flusher(): Promise<void> {
     const running = new Set<Promise<void>>();
     const launch = (work: Promise<void>) => {
-      const p = work.finally(() => (running.delete(p), wake()));
+      const p = work
+        .catch((error: unknown) => o.say(`bug ${error}`, `internal error, documents may stay in the spool: ${error}`))
+        .finally(() => (running.delete(p), wake()));
       running.add(p);
     };
     for (;;) {

@@ -17,7 +17,8 @@ export interface DocumentEncoder {
 interface FieldNode {
   key: string; // `"name":`, JSON-escaped once
   column?: number;
-  scale?: number;
+  /** The value is divided by it (bytes -> MB for the legacy fields). */
+  divisor?: number;
   children?: FieldNode[];
 }
 
@@ -26,11 +27,12 @@ interface Fields {
   nodes: FieldNode[];
   pieces: string[];
   columns: number[];
-  scales: number[];
+  divisors: number[];
   tail: string;
 }
 
 interface SeriesPlan {
+  columns: readonly MetricColumn[];
   idPrefix: string;
   head: string; // `"host":…,"cpost":{…` up to monotonic_ms
   containerTail: string; // `"container":{"id":"…"`
@@ -47,7 +49,7 @@ const num = (v: number): string => (Number.isFinite(v) ? String(v) : "");
 function members(nodes: FieldNode[], values: Float64Array, base: number): string {
   let out = "";
   for (const node of nodes) {
-    const text = node.children ? members(node.children, values, base) : num(values[base + node.column!]! * (node.scale ?? 1));
+    const text = node.children ? members(node.children, values, base) : num(values[base + node.column!]! / (node.divisor ?? 1));
     if (text === "") continue;
     out += (out ? "," : "") + node.key + (node.children ? `{${text}}` : text);
   }
@@ -59,10 +61,10 @@ const parts: Array<string | number> = [];
 
 /** Appends a row's members to `parts`: pieces and numbers when all are measured (the hot case), else the tree walk. False: none. */
 function render(fields: Fields, values: Float64Array, base: number): boolean {
-  const { pieces, columns, scales } = fields;
+  const { pieces, columns, divisors } = fields;
   const start = parts.length;
   for (let i = 0; i < pieces.length; i++) {
-    const v = values[base + columns[i]!]! * scales[i]!;
+    const v = values[base + columns[i]!]! / divisors[i]!;
     if (!Number.isFinite(v)) {
       parts.length = start;
       const text = members(fields.nodes, values, base);
@@ -76,7 +78,7 @@ function render(fields: Fields, values: Float64Array, base: number): boolean {
 }
 
 function compile(nodes: FieldNode[]): Fields {
-  const fields: Fields = { nodes, pieces: [], columns: [], scales: [], tail: "" };
+  const fields: Fields = { nodes, pieces: [], columns: [], divisors: [], tail: "" };
   let text = "";
   const walk = (level: FieldNode[]) => level.forEach((node, i) => {
     text += (i > 0 ? "," : "") + node.key;
@@ -87,7 +89,7 @@ function compile(nodes: FieldNode[]): Fields {
     } else {
       fields.pieces.push(text);
       fields.columns.push(node.column!);
-      fields.scales.push(node.scale ?? 1);
+      fields.divisors.push(node.divisor ?? 1);
       text = "";
     }
   });
@@ -96,17 +98,17 @@ function compile(nodes: FieldNode[]): Fields {
   return fields;
 }
 
-function tree(entries: Array<{ path: string; column: number; scale?: number }>): Fields {
+function tree(entries: Array<{ path: string; column: number; divisor?: number }>): Fields {
   const root: FieldNode[] = [];
-  for (const { path, column, scale } of entries) {
+  for (const { path, column, divisor } of entries) {
     let level = root;
-    const parts = path.split(".");
-    parts.forEach((part, i) => {
-      const key = `${JSON.stringify(part)}:`;
+    const names = path.split(".");
+    names.forEach((name, i) => {
+      const key = `${JSON.stringify(name)}:`;
       let node = level.find((n) => n.key === key);
-      if (i === parts.length - 1) {
-        if (!node) level.push({ key, column, scale });
-        else node.children?.push({ key: '"_":', column, scale });
+      if (i === names.length - 1) {
+        if (!node) level.push({ key, column, divisor });
+        else node.children?.push({ key: '"_":', column, divisor });
         return;
       }
       if (!node) level.push((node = { key, children: [] }));
@@ -118,26 +120,27 @@ function tree(entries: Array<{ path: string; column: number; scale?: number }>):
 }
 
 const LEGACY_CPU: Array<[string, string, number]> = [
-  ["cpu_utilization__pct", "cpu.percent", 1], ["memory_usage__MB", "memory.usage_bytes", 1e-6],
-  ["memory_working_set__MB", "memory.working_set_bytes", 1e-6], ["memory_rss__MB", "memory.rss_bytes", 1e-6],
+  ["cpu_utilization__pct", "cpu.percent", 1], ["memory_usage__MB", "memory.usage_bytes", 1e6],
+  ["memory_working_set__MB", "memory.working_set_bytes", 1e6], ["memory_rss__MB", "memory.rss_bytes", 1e6],
   ["disk_read__B", "io.read_bytes", 1], ["disk_write__B", "io.write_bytes", 1], ["pids__count", "pids.current", 1],
-  ["gpu_process_memory__MB", "gpu.process_memory_bytes", 1e-6],
+  ["gpu_process_memory__MB", "gpu.process_memory_bytes", 1e6],
 ];
 const LEGACY_GPU: Array<[string, string, number]> = [
   ["gpu_utilization__pct", "gpu.utilization_pct", 1], ["memory_utilization__pct", "gpu.memory_utilization_pct", 1],
-  ["memory_used__MB", "gpu.memory_used_bytes", 1e-6], ["memory_total__MB", "gpu.memory_total_bytes", 1e-6],
+  ["memory_used__MB", "gpu.memory_used_bytes", 1e6], ["memory_total__MB", "gpu.memory_total_bytes", 1e6],
   ["power_draw__W", "gpu.power_w", 1], ["gpu_temperature__C", "gpu.temperature_c", 1], ["gpu_clock__MHz", "gpu.sm_clock_mhz", 1],
 ];
 
 /** Makes the encoder for one run; `namespace` picks the data streams, `legacy` the original's indices. */
 export function defineEncoder(run: RunInfo, options: { namespace: string; legacy: boolean }): DocumentEncoder {
-  const plans = new WeakMap<readonly MetricColumn[], SeriesPlan>();
+  // By container (two series may share a columns array); rebuilt if a container's columns change.
+  const plans = new Map<string, SeriesPlan>();
   const action = (index: string) => `{"create":{"_index":${JSON.stringify(index)},"_id":"`;
   const containerAction = action(options.legacy ? LEGACY_INDICES.container : dataStreamName("container", options.namespace));
   const gpuAction = action(options.legacy ? LEGACY_INDICES.gpu : dataStreamName("gpu", options.namespace));
   const cpus = Math.max(1, run.host.cpus);
 
-  function plan(batch: SampleBatch): SeriesPlan {
+  function plan(batch: SampleBatch, before?: SeriesPlan): SeriesPlan {
     const columns = batch.columns;
     const devices = [...new Set(columns.filter((c) => c.device !== undefined).map((c) => c.device!))].sort((a, b) => a - b);
     const index = (name: string, device?: number) => columns.findIndex((c) => c.name === name && c.device === device);
@@ -145,28 +148,29 @@ export function defineEncoder(run: RunInfo, options: { namespace: string; legacy
     const seed = `${run.id}\0${batch.containerId}\0${batch.operator}`;
     const labels = run.labels && Object.keys(run.labels).length > 0 ? `"labels":${JSON.stringify(run.labels)},` : "";
     const made: SeriesPlan = {
+      columns,
       idPrefix: Bun.hash.wyhash(seed).toString(36),
       head: options.legacy
         ? `${labels}"host":${JSON.stringify(run.host.hostname)},"run_id":${JSON.stringify(run.id)},"pipeline":${JSON.stringify(run.pipeline.name)},"operator":${JSON.stringify(batch.operator)},"container_id":${JSON.stringify(batch.containerId)}`
         : `${labels}"host":{"name":${JSON.stringify(run.host.hostname)}},"cpost":{"run_id":${JSON.stringify(run.id)},"pipeline":${JSON.stringify(run.pipeline.name)},"operator":${JSON.stringify(batch.operator)},"monotonic_ms":`,
       containerTail: `"container":{"id":${JSON.stringify(batch.containerId)}`,
       metrics: options.legacy
-        ? tree(LEGACY_CPU.map(([field, name, scale]) => ({ path: field, column: index(name), scale })).filter((e) => e.column >= 0))
+        ? tree(LEGACY_CPU.map(([field, name, divisor]) => ({ path: field, column: index(name), divisor })).filter((e) => e.column >= 0))
         : tree(columns.flatMap((c, i) => (c.device === undefined ? [{ path: c.name, column: i }] : []))),
       gpus: devices.map((device) => ({
         device,
         fields: tree(columns.flatMap((c, i) => (c.device === device ? [{ path: strip(c.name), column: i }] : []))),
       })),
       legacyGpuFields: devices.map((device) =>
-        tree(LEGACY_GPU.map(([field, name, scale]) => ({ path: field, column: index(name, device), scale })).filter((e) => e.column >= 0)),
+        tree(LEGACY_GPU.map(([field, name, divisor]) => ({ path: field, column: index(name, device), divisor })).filter((e) => e.column >= 0)),
       ),
       ecs: {
         cpu: index("cpu.percent"), usage: index("memory.usage_bytes"), limit: index("memory.limit_bytes"),
         read: index("io.read_bytes"), write: index("io.write_bytes"),
       },
-      lastDisk: { read: 0, write: 0 },
+      lastDisk: before?.lastDisk ?? { read: 0, write: 0 },
     };
-    plans.set(columns, made);
+    plans.set(`${batch.operator}\0${batch.containerId}`, made);
     return made;
   }
 
@@ -190,7 +194,8 @@ export function defineEncoder(run: RunInfo, options: { namespace: string; legacy
 
   return {
     encode(batch, out) {
-      const p = plans.get(batch.columns) ?? plan(batch);
+      const known = plans.get(`${batch.operator}\0${batch.containerId}`);
+      const p = known?.columns === batch.columns ? known : plan(batch, known);
       const { values } = batch;
       const width = batch.columns.length;
       let appended = 0;

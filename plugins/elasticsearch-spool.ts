@@ -1,9 +1,11 @@
 /**
  * The es sink's disk spool: bulk items Elasticsearch has not taken yet, as
  * NDJSON files (exactly the `_bulk` body to resend), bounded in size.
- * Several cpost processes may share one spool: a file is claimed by an
- * atomic rename before sending, and claims of dead processes are returned.
+ * Several cpost processes (and several sinks in one) may share a spool: a
+ * file is claimed by an atomic rename before sending, and the claims of
+ * processes that died are taken back.
  */
+import { randomBytes } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CpostError } from "../core/errors.ts";
@@ -12,51 +14,57 @@ import { CpostError } from "../core/errors.ts";
 export interface Spool {
   readonly dir: string;
   readonly maxBytes: number;
-  /** Stores items as one file; false when that would pass `maxBytes` (nothing stored). */
-  put(items: string[]): boolean;
+  /** Stores items as one file; returns why not when it could not (full, disk error): nothing stored then. */
+  put(items: string[]): string | undefined;
   /** Takes the oldest unclaimed file; `release` stores what is still unsent and drops the file. */
   claim(): { items: string[]; release(unsent: string[]): void } | undefined;
   /** Documents and bytes waiting, in all processes' files. */
   pending(): { files: number; docs: number; bytes: number };
 }
 
-// <ms>-<pid>-<seq>-<docs>.ndjson: oldest first by name, document count without reading.
-const FILE = /^(\d{15})-(\d+)-(\d+)-(\d+)\.ndjson$/;
-const CLAIMED = /^(.+\.ndjson)\.claimed-(\d+)$/;
+// <ms>-<owner>-<seq>-<docs>.ndjson: oldest first by name, the document count without reading the file.
+const FILE = /^(\d{15})-(\d+)-(\w+)-(\d+)-(\d+)\.ndjson$/;
+const CLAIMED = /^(.+\.ndjson)\.claimed-(\d+)-(\w+)$/;
+const TEMP = /\.tmp-(\d+)-(\w+)$/;
+// The pid alone does not name a process: cpost in a container is pid 1 every time.
+const TOKEN = randomBytes(6).toString("hex");
+const OWNER = `${process.pid}-${TOKEN}`;
+let seq = 0; // per process, so two sinks of one process never pick the same name
 
-function alive(pid: number): boolean {
+function gone(pid: number, token: string): boolean {
+  if (pid === process.pid) return token !== TOKEN;
   try {
     process.kill(pid, 0);
-    return true;
+    return false;
   } catch (error) {
-    return (error as { code?: string }).code === "EPERM";
+    return (error as { code?: string }).code !== "EPERM";
   }
 }
 
-/** Opens (creating) a spool directory and takes back files whose claiming process died. */
+/** Opens (creating) a spool directory and takes back files whose claiming process is gone. */
 export function openSpool(dir: string, maxBytes: number): Spool {
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     for (const name of readdirSync(dir)) {
       const claimed = CLAIMED.exec(name);
-      const pid = Number(claimed?.[2] ?? /\.tmp-(\d+)$/.exec(name)?.[1] ?? 0);
-      if (!pid || (pid !== process.pid && alive(pid))) continue;
+      const temp = TEMP.exec(name);
+      const owner = claimed ? [claimed[2], claimed[3]] : temp ? [temp[1], temp[2]] : undefined;
+      if (!owner || !gone(Number(owner[0]), owner[1]!)) continue;
       if (claimed) renameSync(join(dir, name), join(dir, claimed[1]!));
-      else unlinkSync(join(dir, name)); // a half-written file of a crashed process: its items never left memory
+      else unlinkSync(join(dir, name)); // half written by a process that died: its items never left its memory
     }
   } catch (error) {
     throw new CpostError("io", `cannot use the Elasticsearch spool ${dir}: ${(error as Error).message}`, {
       hint: "give a writable directory with --es-spool-dir",
     });
   }
-  let seq = 0;
 
   function scan(): { names: string[]; docs: number; bytes: number } {
     const names = readdirSync(dir).filter((n) => FILE.test(n)).sort();
     let docs = 0;
     let bytes = 0;
     for (const name of names) {
-      docs += Number(FILE.exec(name)![4]);
+      docs += Number(FILE.exec(name)![5]);
       try {
         bytes += statSync(join(dir, name)).size;
       } catch {} // claimed meanwhile by another process
@@ -65,25 +73,32 @@ export function openSpool(dir: string, maxBytes: number): Spool {
   }
   let used = scan().bytes;
 
-  function put(items: string[]): boolean {
-    if (items.length === 0) return true;
+  function put(items: string[]): string | undefined {
+    if (items.length === 0) return undefined;
     const text = items.join("");
     const size = Buffer.byteLength(text);
     if (used + size > maxBytes) {
       used = scan().bytes; // others may have drained meanwhile
-      if (used + size > maxBytes) return false;
+      if (used + size > maxBytes) return `full (--es-spool-max ${maxBytes} bytes)`;
     }
-    const name = `${String(Date.now()).padStart(15, "0")}-${process.pid}-${seq++}-${items.length}.ndjson`;
-    const tmp = join(dir, `${name}.tmp-${process.pid}`);
-    writeFileSync(tmp, text, { mode: 0o600 });
-    renameSync(tmp, join(dir, name)); // whole files only: a reader never sees half of one
+    const name = `${String(Date.now()).padStart(15, "0")}-${OWNER}-${seq++}-${items.length}.ndjson`;
+    const temp = join(dir, `${name}.tmp-${OWNER}`);
+    try {
+      writeFileSync(temp, text, { mode: 0o600 });
+      renameSync(temp, join(dir, name)); // whole files only: a reader never sees half of one
+    } catch (error) {
+      try {
+        unlinkSync(temp);
+      } catch {}
+      return (error as Error).message;
+    }
     used += size;
-    return true;
+    return undefined;
   }
 
   function claim(): ReturnType<Spool["claim"]> {
     for (const name of scan().names) {
-      const claimed = join(dir, `${name}.claimed-${process.pid}`);
+      const claimed = join(dir, `${name}.claimed-${OWNER}`);
       try {
         renameSync(join(dir, name), claimed);
       } catch {
@@ -97,7 +112,7 @@ export function openSpool(dir: string, maxBytes: number): Spool {
       return {
         items,
         release(unsent) {
-          if (unsent.length === 0 || put(unsent)) return unlinkSync(claimed);
+          if (unsent.length === 0 || put(unsent) === undefined) return unlinkSync(claimed);
           // No room for the remainder as a new file: give the whole file back (its sent items come back as 409s).
           renameSync(claimed, join(dir, name));
           used += Buffer.byteLength(text);

@@ -86,7 +86,7 @@ const elasticsearch: SinkFactory = ({ options: given, out }) => {
       const left = spool.pending();
       print(`elasticsearch: ${counts.sent} sent${counts.fromSpool ? ` (${counts.fromSpool} from the spool)` : ""}, ${left.docs} spooled${left.docs ? ` in ${spool.dir}` : ""}, ${counts.rejected} rejected${counts.lost ? `, ${counts.lost} LOST (spool full)` : ""}`);
       if (counts.lost > 0) {
-        throw new CpostError("io", `${counts.lost} documents were dropped: the spool ${spool.dir} was full`, { hint: "raise --es-spool-max or free disk space" });
+        throw new CpostError("io", `${counts.lost} documents were dropped: the spool ${spool.dir} could not take them`, { hint: "raise --es-spool-max or free disk space" });
       }
     },
   };

@@ -6,7 +6,7 @@
  * conflicts and bad credentials give clear errors.
  */
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CpostError } from "../core/errors.ts";
@@ -160,12 +160,24 @@ describe("documents", () => {
         psi: { cpu: { some_avg10: 0.5 } },
       },
     });
+    const atBatchStart = [...s.docs(CONTAINER).values()].map((d) => d as Record<string, any>).find((d) => d.cpost.operator === "reader" && d.cpost.monotonic_ms === 2500)!;
+    expect(atBatchStart.container.disk).toEqual({ read: { bytes: 512 }, write: { bytes: 256 } }); // deltas carry across batches
     const first = [...s.docs(CONTAINER).values()].map((d) => d as Record<string, any>).find((d) => d.cpost.operator === "reader" && d.cpost.monotonic_ms === 0)!;
     expect(first.metrics.cpu).toEqual({ usage_ns: 0 }); // NaN = not measured: left out, never null or 0
     expect(first.container.cpu).toBeUndefined();
     const gpu1 = [...s.docs(GPU).values()].map((d) => d as Record<string, any>).find((d) => d.gpu.index === 1 && d.cpost.monotonic_ms === 10)!;
     expect(gpu1.gpu).toEqual({ index: 1, utilization_pct: 2, memory_used_bytes: 1e9 + 1, power_w: 71.5 });
     expect(gpu1.container).toEqual({ id: "reader-container".padEnd(64, "f") });
+  });
+
+  test("two containers whose batches share one columns array keep their own identity", async () => {
+    const s = server();
+    const [a] = series("left", 5);
+    const b = { ...a!, operator: "right", containerId: "right".padEnd(64, "0") };
+    const { sink } = await esSink(s);
+    await feed(sink, runInfo("run-shared"), [a!, b]);
+    const byOperator = [...s.docs(CONTAINER).values()].map((d) => d as Record<string, any>).map((d) => `${d.cpost.operator} ${d.container.id.slice(0, 5)}`);
+    expect(byOperator.sort()).toEqual([...Array(5).fill("left left-"), ...Array(5).fill("right right")]);
   });
 
   test("document ids are deterministic: replaying the same run stores nothing twice", async () => {
@@ -264,6 +276,29 @@ describe("delivery", () => {
     expect(spoolFiles(spool)).toEqual([]);
   });
 
+  test("two sinks sharing a spool, and the claim of a process that died, still give every document exactly once", async () => {
+    const s = server();
+    const spool = tempDir();
+    s.down();
+    const a = await esSink(s, { "es-spool-dir": spool });
+    const b = await esSink(s, { "es-spool-dir": spool });
+    const left = series("left", 800, { batchRows: 100 });
+    const right = series("right", 800, { batchRows: 100 });
+    await Promise.all([feed(a.sink, runInfo("run-left"), left), feed(b.sink, runInfo("run-right"), right)]);
+    const files = spoolFiles(spool);
+    expect(files.length).toBeGreaterThan(1);
+    // A cpost that died while sending one file left it claimed.
+    const dead = Bun.spawn(["true"]);
+    await dead.exited;
+    renameSync(join(spool, files[0]!), join(spool, `${files[0]}.claimed-${dead.pid}-0a1b2c`));
+
+    s.up();
+    const c = await esSink(s, { "es-spool-dir": spool });
+    await feed(c.sink, runInfo("run-after"), []);
+    expect(c.out.text).toContain("elasticsearch: 1600 sent (1600 from the spool), 0 spooled, 0 rejected");
+    expectExactlyOnce(s, [...left, ...right]);
+  });
+
   test("end never waits past its deadline: what Elasticsearch has not taken stays in the spool", async () => {
     const s = server();
     s.inject({ kind: "slow", ms: 3000, times: 100 });
@@ -285,13 +320,13 @@ describe("delivery", () => {
     } catch (e) {
       error = e;
     }
-    expect(out.text).toContain("SPOOL FULL");
+    expect(out.text).toContain("cannot take documents (full (--es-spool-max 20480 bytes)): they are being DROPPED");
     const lost = Number(/(\d+) LOST \(spool full\)/.exec(out.text)?.[1]);
     const spooled = Number(/(\d+) spooled/.exec(out.text)?.[1]);
     expect(lost).toBeGreaterThan(0);
     expect(lost + spooled).toBe(2000);
     expect(error).toBeInstanceOf(CpostError);
-    expect((error as CpostError).message).toContain(`${lost} documents were dropped`);
+    expect((error as CpostError).message).toContain(`${lost} documents were dropped: the spool`);
   });
 });
 
