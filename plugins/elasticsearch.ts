@@ -39,6 +39,10 @@ const elasticsearch: SinkFactory = ({ options: given, out }) => {
   const options: Record<string, string | undefined> = { ...given };
   for (const [key, value] of Object.entries(given)) if (key.startsWith("elasticsearch-")) options[`es-${key.slice(14)}`] ??= value;
   const conn = esConnection(options);
+  const namespace = options["es-namespace"] ?? "default";
+  if (!/^[a-z0-9_]{1,100}$/.test(namespace)) {
+    throw new CpostError("input", `--es-namespace ${JSON.stringify(namespace)} cannot be part of a data stream name`, { hint: "lowercase letters, digits and _ only (no -), e.g. --es-namespace lab_3" });
+  }
   conn.timeoutMs = parseDuration(options["es-timeout"], 30_000, "es-timeout");
   const endMs = parseDuration(options["es-end-timeout"], 10_000, "es-end-timeout");
   const cache = process.env.XDG_CACHE_HOME || join(homedir(), ".cache");
@@ -62,7 +66,7 @@ const elasticsearch: SinkFactory = ({ options: given, out }) => {
   return {
     name: "elasticsearch",
     async start(run: RunInfo) {
-      encoder = defineEncoder(run, { namespace: options["es-namespace"] ?? "default", legacy: flag(options["es-legacy"]) });
+      encoder = defineEncoder(run, { namespace, legacy: flag(options["es-legacy"]) });
       const waiting = spool.pending();
       if (waiting.docs > 0) print(`elasticsearch: ${waiting.docs} documents from earlier runs wait in ${spool.dir}; sending them in the background`);
       // A short look first: bad credentials should stop the run's use of this sink now, not after the run.

@@ -192,6 +192,13 @@ describe("documents", () => {
     expect(s.count()).toBe(1000);
   });
 
+  test("--es-namespace picks the data streams (and --elasticsearch-* spellings work)", async () => {
+    const s = server();
+    const { sink } = await esSink(s, { "elasticsearch-namespace": "lab_3" });
+    await feed(sink, runInfo("run-ns"), series("reader", 10, { gpus: 1 }));
+    expect(s.indices().sort()).toEqual(["metrics-cpost.container-lab_3", "metrics-cpost.gpu-lab_3"]);
+  });
+
   test("legacy mode writes the original's gpumetrics / cpumetrics fields", async () => {
     const s = server();
     const { sink } = await esSink(s, { "es-legacy": "true" });
@@ -376,6 +383,7 @@ describe("errors", () => {
     expect(() => make({ "es-url": "http://x", "es-api-key": "abc" })).toThrow("--es-api-key takes no secret on the command line");
     expect(() => make({ "es-url": "http://x", "es-api-key-file": "/nonexistent/key" })).toThrow("cannot read --es-api-key-file /nonexistent/key");
     expect(() => make({ "es-url": "http://x", "es-spool-max": "lots" })).toThrow('--es-spool-max "lots" is not a size');
+    expect(() => make({ "es-url": "http://x", "es-namespace": "Lab-3" })).toThrow('--es-namespace "Lab-3" cannot be part of a data stream name');
   });
 });
 
