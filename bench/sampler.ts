@@ -148,6 +148,25 @@ try {
     );
   }
 
+  // the floor: what merely waking a thread 1000 times a second costs on this machine
+  const floorCode = `self.onmessage = (e) => {
+    const sab = new Int32Array(new SharedArrayBuffer(4));
+    const t0 = performance.now(); let next = t0 + 1; let n = 0;
+    while (performance.now() - t0 < e.data) { const w = next - performance.now(); if (w > 0) Atomics.wait(sab, 0, 0, w); n++; next += 1; }
+    postMessage(n);
+  };`;
+  const floorWorker = new Worker(URL.createObjectURL(new Blob([floorCode], { type: "application/javascript" })));
+  await Bun.sleep(200);
+  const f0 = cpuSeconds("self");
+  const ft0 = performance.now();
+  const wakeups = await new Promise<number>((resolve) => {
+    floorWorker.onmessage = (e) => resolve(e.data as number);
+    floorWorker.postMessage(seconds * 1000);
+  });
+  const floorPct = (100 * (cpuSeconds("self") - f0)) / ((performance.now() - ft0) / 1000);
+  floorWorker.terminate();
+  console.log(`   floor: a worker that only wakes 1000×/s (Atomics.wait, nothing else): ${f(floorPct)} % of a core (${wakeups} wake-ups)`);
+
   // 3. baseline: Docker's stats endpoint once per sample
   const engine = enginePids();
   const latencies: number[] = [];
