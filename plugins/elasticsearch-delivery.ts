@@ -99,7 +99,7 @@ export function defineDelivery(o: DeliveryOptions) {
   function take(): string[] {
     let n = 0;
     let bytes = 0;
-    while (n < queue.length && n < o.batchDocs && bytes < o.batchBytes) bytes += queue[n++]!.length;
+    while (n < queue.length && (n === 0 || (n < o.batchDocs && bytes < o.batchBytes))) bytes += queue[n++]!.length;
     const items = n === queue.length ? queue : queue.slice(0, n);
     queue = n === queue.length ? [] : queue.slice(n);
     queuedBytes -= bytes;

@@ -32,8 +32,16 @@ export function parseSize(text: string | undefined, fallback: number, option: st
   return Math.floor(Number(m[1]) * 1024 ** "_kmgt".indexOf((m[2] || "_").toLowerCase()));
 }
 
+/** A whole number of at least `min`. */
+export function parseCount(text: string | undefined, fallback: number, option: string, min = 0): number {
+  if (text === undefined) return fallback;
+  if (!/^\d+$/.test(text.trim()) || Number(text) < min) throw new CpostError("input", `--${option} ${JSON.stringify(text)} is not a whole number of at least ${min}`);
+  return Number(text);
+}
+
 const flag = (v: string | undefined) => v !== undefined && v !== "false" && v !== "0";
 
+/** The sink factory: options are `--es-*` (or `--elasticsearch-*`) flags and CPOST_ES_* environment variables. */
 const elasticsearch: SinkFactory = ({ options: given, out }) => {
   // `--es-x` and `--elasticsearch-x` are the same option.
   const options: Record<string, string | undefined> = { ...given };
@@ -54,11 +62,11 @@ const elasticsearch: SinkFactory = ({ options: given, out }) => {
   const delivery = defineDelivery({
     conn,
     spool,
-    retry: { retries: Number(options["es-retries"] ?? 5), backoffMs: 200, backoffMaxMs: parseDuration(options["es-backoff-max"], 10_000, "es-backoff-max") },
-    batchDocs: Math.max(1, Number(options["es-batch-docs"] ?? 5000)),
+    retry: { retries: parseCount(options["es-retries"], 5, "es-retries"), backoffMs: 200, backoffMaxMs: parseDuration(options["es-backoff-max"], 10_000, "es-backoff-max") },
+    batchDocs: parseCount(options["es-batch-docs"], 5000, "es-batch-docs", 1),
     batchBytes: parseSize(options["es-batch-bytes"], 5 * 2 ** 20, "es-batch-bytes"),
     flushMs: parseDuration(options["es-flush"], 1000, "es-flush"),
-    concurrency: Math.max(1, Number(options["es-concurrency"] ?? 2)),
+    concurrency: parseCount(options["es-concurrency"], 2, "es-concurrency", 1),
     say: (key, line) => said.has(key) || (said.add(key), print(`elasticsearch: ${line}`)),
   });
   let encoder: DocumentEncoder | undefined;

@@ -383,6 +383,8 @@ describe("errors", () => {
     expect(() => make({ "es-url": "http://x", "es-api-key": "abc" })).toThrow("--es-api-key takes no secret on the command line");
     expect(() => make({ "es-url": "http://x", "es-api-key-file": "/nonexistent/key" })).toThrow("cannot read --es-api-key-file /nonexistent/key");
     expect(() => make({ "es-url": "http://x", "es-spool-max": "lots" })).toThrow('--es-spool-max "lots" is not a size');
+    expect(() => make({ "es-url": "http://x", "es-batch-docs": "0" })).toThrow('--es-batch-docs "0" is not a whole number of at least 1');
+    expect(() => make({ "es-url": "http://x", "es-retries": "many" })).toThrow('--es-retries "many" is not a whole number');
     expect(() => make({ "es-url": "http://x", "es-namespace": "Lab-3" })).toThrow('--es-namespace "Lab-3" cannot be part of a data stream name');
   });
 });
