@@ -108,6 +108,7 @@ export class Sampler {
   #worker: { worker: Worker; port: MessagePort; ctrl: Int32Array; error?: string; seq: number } | undefined;
   #nextId = 1;
   #closed = false;
+  #lastIntervals: IntervalReport;
 
   constructor(options: SamplerOptions) {
     if (!Number.isFinite(options.intervalMs) || options.intervalMs < 1) {
@@ -115,6 +116,7 @@ export class Sampler {
     }
     this.#options = options;
     this.#batchMs = options.batchMs ?? 250;
+    this.#lastIntervals = { target: options.intervalMs, p50: NaN, p99: NaN, samples: 0 };
     this.#epochOriginMs = performance.timeOrigin + (options.originMs ?? performance.now());
     const stranded = options.collectors.filter((c) => !recipeOf(c)).map((c) => c.name);
     if (options.mainThread) this.#engine = this.#inline();
@@ -144,26 +146,28 @@ export class Sampler {
         return state.samples;
       },
       finish(graceMs = 2000): Promise<void> {
-        if (state.finished) return Promise.resolve();
+        if (state.finished || self.#closed) return Promise.resolve();
         const done = new Promise<void>((resolve) => state.waiters.push(resolve));
         self.#worker?.port.ref(); // the answer may be all that keeps the process alive
         self.#engine?.finish(id, graceMs);
         return done;
       },
       stop(): void {
-        if (!state.finished) self.#engine?.stop(id);
+        if (!state.finished && !self.#closed) self.#engine?.stop(id);
       },
     };
   }
 
-  /** Achieved intervals between sampling ticks so far, ms. */
+  /** Achieved intervals between sampling ticks so far, ms (also after close: the last report). */
   intervals(): IntervalReport {
-    return this.#engine?.intervals() ?? { target: this.#options.intervalMs, p50: NaN, p99: NaN, samples: 0 };
+    if (this.#closed || !this.#engine) return this.#lastIntervals;
+    return (this.#lastIntervals = this.#engine.intervals());
   }
 
   /** Stops every watch (flushing its last batch), releases the collectors and the worker. */
   close(): void {
     if (this.#closed) return;
+    this.intervals();
     this.#closed = true;
     this.#engine?.close();
     if (this.#worker) {

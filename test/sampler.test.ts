@@ -97,6 +97,21 @@ for (const mainThread of [false, true]) {
       r.sampler.close();
     });
 
+    test("close() flushes every open watch; afterwards intervals() keeps its last report and finish() resolves", async () => {
+      const r = recording({ mainThread, collectors: [createCgroupCollector(ROOTS)] });
+      const watch = r.sampler.watch(FIXTURE_TARGET);
+      await Bun.sleep(50); // a few ticks, so there are intervals to report
+      r.sampler.close();
+      expect(r.rows()).toBe(watch.samples);
+      expect(watch.samples).toBeGreaterThan(1);
+      const report = r.sampler.intervals();
+      expect(report.samples).toBeGreaterThan(0);
+      expect(r.sampler.intervals()).toEqual(report);
+      await watch.finish();
+      watch.stop();
+      expect(() => r.sampler.watch(FIXTURE_TARGET)).toThrow(CpostError);
+    });
+
     test("a plugin probe that throws is disabled with one warning; the others go on; an unavailable collector is said once", async () => {
       const r = recording({ mainThread, collectors: [createCgroupCollector(ROOTS), flaky(), flaky({ name: "absent", absent: true })] });
       const first = r.sampler.watch(FIXTURE_TARGET);
