@@ -192,6 +192,18 @@ describe("documents", () => {
     expect(s.count()).toBe(1000);
   });
 
+  test("Elasticsearch 7.17: the same documents, its answer shapes, its mapping error type", async () => {
+    const s = server({ version: "7.17.22" });
+    s.componentTemplates.set("theirs", { template: { mappings: { properties: { cpost: { properties: { operator: { type: "long" } } } } } } });
+    s.indexTemplates.set("theirs", { index_patterns: ["metrics-cpost.gpu-*"], priority: 500, data_stream: {}, composed_of: ["theirs"] });
+    const { sink, out } = await esSink(s);
+    const batches = series("reader", 400, { gpus: 1 });
+    await feed(sink, runInfo("run-7x"), batches);
+    expectExactlyOnce(s, batches);
+    expect(out.text).toContain("documents rejected: 400 mapper_parsing_exception: failed to parse field [cpost.operator] of type [long]");
+    expect(out.text).toContain("elasticsearch: 400 sent, 0 spooled, 400 rejected");
+  });
+
   test("--es-namespace picks the data streams (and --elasticsearch-* spellings work)", async () => {
     const s = server();
     const { sink } = await esSink(s, { "elasticsearch-namespace": "lab_3" });

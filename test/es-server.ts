@@ -312,7 +312,8 @@ export function startEsServer(options: EsServerOptions = {}): EsTestServer {
       stats.created++;
       reply(201, { _index: state.backing, _id: id, _version: 1, result: "created", _shards: { total: 1, successful: 1, failed: 0 }, _seq_no: state.docs.size - 1, _primary_term: 1 });
     }
-    return { status: 200, body: { took: 1, errors, items } };
+    // Key order as each answers: "errors" first in Elasticsearch 8, "took" first in 7.x and OpenSearch.
+    return { status: 200, body: major >= 8 && distribution === "elasticsearch" ? { errors, took: 1, items } : { took: 1, errors, items } };
   }
 
   function putIndexTemplate(name: string, body: Json): { status: number; body: Json } {
