@@ -78,6 +78,17 @@ describe("cgroup v2 io.stat (real v2 files)", () => {
     probe.close();
   });
 
+  test("read at most every ~10 ms: at 1 kHz the rows between leave the disk counters NaN", () => {
+    const roots = fixtureCopy();
+    const probe = open(target(DOCKER_ID), roots);
+    const first = readAt(probe, 100);
+    const between = readAt(probe, 101);
+    expect(between.alive).toBe(true);
+    expect(Object.values(between.values).every(Number.isNaN)).toBe(true);
+    expect(readAt(probe, 110).values).toEqual(first.values);
+    probe.close();
+  });
+
   test("io.stat empty while the processes' /proc/<pid>/io shows bytes: those bytes, ops not measured, and the source says so", () => {
     const roots = fixtureCopy();
     writeFileSync(join(roots.dir, "io.stat"), "");
