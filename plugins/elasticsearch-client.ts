@@ -169,6 +169,18 @@ export async function bulk(conn: EsConnection, items: string[], policy: RetryPol
       continue;
     }
     outcome.unreachable = undefined;
+    if (answer.status === 413 && pending.length > 1) {
+      // Too large for Elasticsearch (http.max_content_length) or a proxy in front: halves, until they fit.
+      const half = Math.ceil(pending.length / 2);
+      for (const part of [pending.slice(0, half), pending.slice(half)]) {
+        const sub = await bulk(conn, part, policy);
+        outcome.sent += sub.sent;
+        for (const [reason, n] of sub.rejected) outcome.rejected.set(reason, (outcome.rejected.get(reason) ?? 0) + n);
+        outcome.unsent.push(...sub.unsent);
+        outcome.unreachable ??= sub.unreachable;
+      }
+      return outcome;
+    }
     const items = (answer.body as { items?: Array<Record<string, { status: number; error?: unknown }>> } | undefined)?.items;
     if (answer.status >= 400 || !items || items.length !== pending.length) {
       const reason = answer.status >= 400 ? `HTTP ${answer.status} ${errorReason(answer.body)}` : "bulk answer does not list every item";

@@ -242,6 +242,16 @@ describe("delivery", () => {
     expectExactlyOnce(s, batches);
   });
 
+  test("a request too large for the server (413) is split until it fits, nothing rejected", async () => {
+    const s = server({ maxContentLength: 100_000 });
+    const batches = series("reader", 1000);
+    const { sink, out } = await esSink(s);
+    await feed(sink, runInfo("run-413"), batches);
+    expect(s.requests.some((r) => r.status === 413)).toBe(true);
+    expect(out.text).toBe("elasticsearch: 1000 sent, 0 spooled, 0 rejected\n");
+    expectExactlyOnce(s, batches);
+  });
+
   test("a dropped connection or a too-slow answer after storing: the resend is a 409, not a duplicate", async () => {
     const s = server();
     s.inject({ kind: "drop" }, { kind: "drop", store: false }, { kind: "slow", ms: 1500 });

@@ -21,6 +21,8 @@ export interface EsServerOptions {
   version?: string;
   /** false: keep only `_id`s, not sources (benchmarks with millions of documents). */
   keepSources?: boolean;
+  /** Larger request bodies get 413, as with Elasticsearch's http.max_content_length (or a proxy's limit). */
+  maxContentLength?: number;
 }
 
 /** Misbehaviour to play on the next `_bulk` requests (`times` requests, default 1). */
@@ -374,6 +376,9 @@ export function startEsServer(options: EsServerOptions = {}): EsTestServer {
       stats.bulkRequests++;
       const mediaType = (contentType ?? "").split(";")[0]!.trim().toLowerCase();
       const text = await req.text();
+      if (options.maxContentLength !== undefined && Buffer.byteLength(text) > options.maxContentLength) {
+        return json(413, esError(413, "content_too_long_exception", `request body is too large: ${Buffer.byteLength(text)} > ${options.maxContentLength} bytes`));
+      }
       if (mediaType !== "application/x-ndjson" && mediaType !== "application/vnd.elasticsearch+x-ndjson") {
         protocolErrors.push(`bulk with content-type ${contentType}`);
         return json(406, { error: `Content-Type header [${contentType}] is not supported`, status: 406 });
