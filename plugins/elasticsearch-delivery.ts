@@ -41,6 +41,7 @@ export function defineDelivery(o: DeliveryOptions) {
   let downFor = 0;
   let probeAt = 0;
   let closing = false;
+  let refused = false;
   let deadline = Infinity;
   const abort = new AbortController();
   let spoolMayHold = true; // a cheap check per loop; other processes' new files are found at the next start
@@ -128,21 +129,24 @@ export function defineDelivery(o: DeliveryOptions) {
         else spoolMayHold = false;
       } else if (closing && running.size === 0 && queue.length === 0) return;
       else {
-        const due = queue.length > 0 ? o.flushMs - (now - oldestQueuedAt) : o.flushMs;
-        await nap(Math.max(1, Math.min(due, down ? probeAt - now : due))); // or until add, finish or a finished send wakes it
+        // Until the queue is due or a probe is, or add, finish or a finished send wakes it (never a spin while all slots are busy).
+        let wait = queue.length > 0 && !ready ? o.flushMs - (now - oldestQueuedAt) : o.flushMs;
+        if (down && probeAt > now) wait = Math.min(wait, probeAt - now);
+        await nap(Math.max(1, wait));
       }
     }
   }
   let flushing: Promise<void> = Promise.resolve();
 
   return {
-    /** Starts the flusher; `reachable` is the preflight's verdict (a reason when Elasticsearch did not answer). */
+    /** Starts the flusher; `unreachableReason`: the preflight found Elasticsearch not answering. */
     start(unreachableReason?: string): void {
       if (unreachableReason !== undefined) unreachable(unreachableReason);
       flushing = flusher();
     },
     /** Holds credentials back for good (they were refused): everything goes to the spool. */
     refuse(): void {
+      refused = true;
       down = true;
       probeAt = Infinity;
     },
@@ -159,12 +163,12 @@ export function defineDelivery(o: DeliveryOptions) {
     async finish(withinMs: number): Promise<DeliveryCounts> {
       closing = true;
       deadline = performance.now() + withinMs;
-      probeAt = Math.min(probeAt, performance.now());
+      if (!refused) probeAt = Math.min(probeAt, performance.now());
       wake();
       const stop = setTimeout(() => (abort.abort(), wake()), withinMs);
       await flushing;
       clearTimeout(stop);
-      if (queue.length > 0) toSpool(take());
+      while (queue.length > 0) toSpool(take());
       return counts;
     },
   };
