@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings up what cpost's tests need on a Debian machine, idempotently:
-# node modules (bun comes from npm), a running Docker engine, and the test
-# image cpost-test/busybox:1 (static busybox + the ground-truth workload).
+# node modules (bun comes from npm), a running Docker engine, podman (its
+# service is started by the test that needs it), and the test image
+# cpost-test/busybox:1 (static busybox + the ground-truth workload).
 # Run as root. Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,8 @@ need_apt=()
 command -v dockerd >/dev/null || need_apt+=(docker.io)
 [ -x /bin/busybox ] && /bin/busybox --help 2>&1 | head -1 | grep -q . || need_apt+=(busybox-static)
 command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
+# Podman: test/podman.test.ts runs a pipeline on its Docker-compatible socket (it starts the service itself).
+command -v podman >/dev/null || need_apt+=(podman)
 command -v chromium >/dev/null || need_apt+=(chromium)  # the HTML report is tested in headless Chromium
 command -v prometheus >/dev/null || need_apt+=(prometheus)  # the prometheus sink is tested against a real Prometheus (and promtool)
 if [ -n "${CPOST_SETUP_EXTRA:-}" ]; then need_apt+=($CPOST_SETUP_EXTRA); fi

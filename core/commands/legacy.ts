@@ -1,3 +1,53 @@
-import { notYet } from "./not-yet.ts";
+/**
+ * The CPOST-compatible form: `cpost <pipeline> <input_dir> [--metrics_dir D]
+ * [--models_dir D] [-v] [--force none|cont|stop]`, with the original's
+ * flags, console lines and outputs: the cgroup (and blkio) collectors, the
+ * table sink, and CSV files when --metrics_dir is given.
+ */
+import { defineCommand } from "citty";
+import { builtinCollectors, DEFAULT_COLLECTORS } from "../../collectors/index.ts";
+import { builtinSinks } from "../../plugins/index.ts";
+import { CpostError } from "../errors.ts";
+import { available, executeRun, parseFlags, parseForce } from "./run.ts";
 
-export default notYet("legacy", "CPOST-compatible run", "the runner has not landed");
+export default defineCommand({
+  meta: { name: "cpost", description: "Clara Pipeline Sizing Tool CLI (CPOST-compatible form)" },
+  args: {
+    pipeline_path: { type: "positional", required: true, description: "pipeline definition file path", valueHint: "pipeline_path" },
+    input_dir: { type: "positional", required: true, description: "input payload directory", valueHint: "input_dir" },
+    metrics_dir: { type: "string", description: "metrics output directory, if not specified, write to stdout", valueHint: "METRICS_DIR" },
+    models_dir: { type: "string", description: "directory for Triton models, required if pipeline uses Triton", valueHint: "MODELS_DIR" },
+    verbose: { type: "boolean", alias: "v", description: "verbose output (DEBUG level). If not specified, default output is INFO level." },
+    force: { type: "string", description: "force continue or stop when operator failure occurs. (default: none, which will prompt the user for each failure).", valueHint: "none|cont|stop" },
+  },
+  async run({ rawArgs }) {
+    const { positionals, flags } = parseFlags(rawArgs, {
+      values: ["metrics_dir", "models_dir"],
+      booleans: ["verbose"],
+      optionalValues: ["force"],
+      aliases: { v: "verbose" },
+    });
+    if (positionals.length !== 2) {
+      throw new CpostError("usage", `expected <pipeline_path> <input_dir> (got ${positionals.length} argument${positionals.length === 1 ? "" : "s"}: ${positionals.join(" ") || "none"})`, {
+        hint: "cpost <pipeline_path> <input_dir> [--metrics_dir D] [--models_dir D] [-v] [--force none|cont|stop]; or `cpost --help`",
+      });
+    }
+    const metricsDir = typeof flags["metrics-dir"] === "string" ? flags["metrics-dir"] : undefined;
+    const modelsDir = typeof flags["models-dir"] === "string" ? flags["models-dir"] : undefined;
+    return executeRun({
+      pipeline: positionals[0]!,
+      input: positionals[1]!,
+      metricsDir,
+      modelsDir,
+      force: parseForce(flags.force === true || flags.force === undefined ? undefined : flags.force),
+      verbose: flags.verbose === true,
+      quiet: false,
+      keepOutputs: false,
+      collectors: available(DEFAULT_COLLECTORS, builtinCollectors, "collector"),
+      // CSV first: the original printed where the CSV went before the operator's summary table.
+      sinks: available(metricsDir ? ["csv", "table"] : ["table"], builtinSinks, "sink"),
+      intervalMs: 10,
+      sinkOptions: {},
+    });
+  },
+});

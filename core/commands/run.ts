@@ -1,3 +1,234 @@
-import { notYet } from "./not-yet.ts";
+/**
+ * `cpost run <pipeline.yaml> <input_dir>`: run a pipeline with chosen
+ * collectors and sinks. Also the engine of the CPOST-compatible form
+ * (legacy.ts), which is this with fixed collectors and sinks.
+ */
+import { defineCommand, type ArgsDef } from "citty";
+import { dirname, resolve } from "node:path";
+import { builtinCollectors, DEFAULT_COLLECTORS, loadCollectors } from "../../collectors/index.ts";
+import { builtinSinks, loadSinkFactories, sinkName } from "../../plugins/index.ts";
+import { CpostError, EXIT } from "../errors.ts";
+import { loadPipeline } from "../pipeline.ts";
+import { checkInputs, interruptSignals, runPipeline } from "../runner.ts";
+import type { Sink } from "../types.ts";
 
-export default notYet("run", "run a pipeline with chosen collectors and sinks", "the runner has not landed");
+/** What one run was asked for, from either command form. */
+export interface RunRequest {
+  pipeline: string;
+  input: string;
+  metricsDir?: string;
+  modelsDir?: string;
+  force: "none" | "cont" | "stop";
+  verbose: boolean;
+  quiet: boolean;
+  keepOutputs: boolean;
+  collectors: string[];
+  sinks: string[];
+  intervalMs: number;
+  record?: string;
+  tritonImage?: string;
+  /** `--<sink>-<option> value` flags, keyed `<sink>-<option>`. */
+  sinkOptions: Record<string, string>;
+}
+
+/** Parses `--interval`: "5ms", "1s", "0.5s" or a bare number of ms; 1 ms to 60 s. */
+export function parseInterval(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s)?$/.exec(text.trim());
+  const ms = m ? Number(m[1]) * (m[2] === "s" ? 1000 : 1) : NaN;
+  if (!(ms >= 1 && ms <= 60_000)) {
+    throw new CpostError("usage", `--interval ${text}: not an interval from 1ms to 60s`, { hint: "write it as 10ms, 1s or 10 (milliseconds)" });
+  }
+  return ms;
+}
+
+/** Parses `--force` (alone it means none, as the original). */
+export function parseForce(text: string | undefined): RunRequest["force"] {
+  const value = text ?? "none";
+  if (value === "none" || value === "cont" || value === "stop") return value;
+  throw new CpostError("usage", `--force ${value}: expected none, cont or stop`, { hint: "none asks on each failure, cont continues, stop stops" });
+}
+
+/** The words an optional-value flag (`--force`) may take from the next argument. */
+const OPTIONAL_VALUES = ["none", "cont", "stop"];
+
+const list = (text: string | undefined) => (text ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+
+interface FlagSpec {
+  /** Flags that take a value; names as typed without dashes, both `_` and `-` spellings accepted. */
+  values: string[];
+  booleans: string[];
+  /** Flags whose value is optional (taken only when the next word is not a flag). */
+  optionalValues?: string[];
+  /** Accept `--<sink>-<option> value` for these sinks (names and aliases). */
+  sinkPrefixes?: string[];
+  aliases?: Record<string, string>;
+}
+
+/**
+ * Reads raw arguments by the command's own rules: citty cannot know the
+ * pass-through `--<sink>-<option> value` flags, and the original's bare
+ * `--force` takes no value.
+ */
+export function parseFlags(raw: string[], spec: FlagSpec): { positionals: string[]; flags: Record<string, string | true>; sinkOptions: Record<string, string> } {
+  const canon = (name: string) => name.replace(/_/g, "-");
+  const values = new Set(spec.values.map(canon));
+  const booleans = new Set(spec.booleans.map(canon));
+  const optional = new Set((spec.optionalValues ?? []).map(canon));
+  const positionals: string[] = [];
+  const flags: Record<string, string | true> = {};
+  const sinkOptions: Record<string, string> = {};
+  for (let i = 0; i < raw.length; i++) {
+    const arg = raw[i]!;
+    if (arg === "--") {
+      positionals.push(...raw.slice(i + 1));
+      break;
+    }
+    if (!arg.startsWith("-") || arg === "-") {
+      positionals.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf("=");
+    const rawName = arg.replace(/^--?/, "").slice(0, eq < 0 ? undefined : eq - (arg.startsWith("--") ? 2 : 1));
+    const name = canon(spec.aliases?.[rawName] ?? rawName);
+    const inline = eq < 0 ? undefined : arg.slice(eq + 1);
+    const next = raw[i + 1];
+    const takeValue = (): string => {
+      if (inline !== undefined) return inline;
+      if (next === undefined || next.startsWith("--")) throw new CpostError("usage", `${arg} needs a value`, { hint: "see `cpost run --help`" });
+      i++;
+      return next;
+    };
+    if (booleans.has(name)) flags[name] = true;
+    else if (values.has(name)) flags[name] = takeValue();
+    else if (optional.has(name)) {
+      if (inline !== undefined) flags[name] = inline;
+      else if (next !== undefined && spec.optionalValues!.length > 0 && OPTIONAL_VALUES.includes(next)) flags[name] = raw[++i]!;
+      else flags[name] = true;
+    } else if (spec.sinkPrefixes?.some((p) => name.startsWith(`${p}-`))) {
+      const value = takeValue();
+      const prefix = spec.sinkPrefixes.filter((p) => name.startsWith(`${p}-`)).sort((a, b) => b.length - a.length)[0]!;
+      sinkOptions[name] = value;
+      // Sinks read their options under their registered name; `--es-url` also reaches "elasticsearch-url".
+      if (sinkName(prefix) !== prefix) sinkOptions[`${sinkName(prefix)}${name.slice(prefix.length)}`] = value;
+    }
+    else {
+      throw new CpostError("usage", `unknown option ${arg}`, {
+        hint: spec.sinkPrefixes ? "sink options are --<sink>-<option> VALUE for a sink in --sinks; see `cpost run --help`" : "see `cpost --help`",
+      });
+    }
+  }
+  return { positionals, flags, sinkOptions };
+}
+
+/** Runs a pipeline as asked; the exit code (0 all succeeded, 1 an operator failed or was skipped). */
+export async function executeRun(request: RunRequest): Promise<number> {
+  const { pipeline, warnings } = loadPipeline(request.pipeline);
+  for (const w of warnings) process.stderr.write(`warning: ${w.file}:${w.line}:${w.column}: ${w.message}\n`);
+  // Before any sink creates a file or the engine is asked anything.
+  checkInputs({ pipeline, inputDir: request.input, metricsDir: request.metricsDir, modelsDir: request.modelsDir });
+  if (request.record !== undefined) checkInputs({ pipeline, inputDir: request.input, metricsDir: dirname(resolve(request.record)) });
+
+  const collectors = await loadCollectors(request.collectors);
+  const sinkNames = [...request.sinks];
+  const sinkOptions: Record<string, string | undefined> = { ...request.sinkOptions };
+  if (request.record !== undefined) {
+    if (!sinkNames.map(sinkName).includes("msgpack")) sinkNames.push("msgpack");
+    sinkOptions["msgpack-file"] = resolve(request.record);
+  }
+  if (!request.quiet && process.stderr.isTTY && "progress" in builtinSinks && !sinkNames.includes("progress")) sinkNames.push("progress");
+  const sinks: Sink[] = [];
+  for (const { name, factory } of await loadSinkFactories(sinkNames)) {
+    sinks.push(await factory({ metricsDir: request.metricsDir, options: sinkOptions, ...(name === "progress" ? {} : { out: process.stdout }) }));
+  }
+
+  const interrupt = interruptSignals((name) => process.stderr.write(`\n${name}: stopping; cleaning up (press Ctrl-C again to force)\n`));
+  try {
+    const result = await runPipeline({
+      pipeline,
+      inputDir: request.input,
+      metricsDir: request.metricsDir,
+      modelsDir: request.modelsDir,
+      collectors,
+      sinks,
+      sinkNames,
+      intervalMs: request.intervalMs,
+      force: request.force,
+      verbose: request.verbose,
+      quiet: request.quiet,
+      keepOutputs: request.keepOutputs,
+      tritonImage: request.tritonImage,
+      signal: interrupt.signal,
+      forceSignal: interrupt.forceSignal,
+    });
+    return result.results.every((r) => r.status === "succeeded") ? EXIT.ok : EXIT.operatorFailed;
+  } finally {
+    interrupt.dispose();
+  }
+}
+
+/** Names from a default list that this build has, so a run works before every plugin has landed. */
+export function available(names: string[], registry: Record<string, unknown>, kind: string): string[] {
+  const have = names.filter((n) => sinkName(n) in registry);
+  const missing = names.filter((n) => !have.includes(n));
+  if (missing.length > 0) process.stderr.write(`warning: ${kind} ${missing.join(", ")} not available in this build\n`);
+  return have;
+}
+
+const args = {
+  pipeline: { type: "positional", required: true, description: "pipeline definition file (Clara pipeline YAML)", valueHint: "pipeline.yaml" },
+  input: { type: "positional", required: true, description: "input payload directory", valueHint: "input_dir" },
+  collectors: { type: "string", description: `collectors, comma-separated (default ${DEFAULT_COLLECTORS.join(",")})`, valueHint: "cgroup,blkio,nvml" },
+  sinks: { type: "string", description: "sinks, comma-separated (default table, plus csv with --metrics_dir); sink options: --<sink>-<option> VALUE", valueHint: "table,csv,msgpack,es" },
+  interval: { type: "string", description: "sampling interval: 10ms (default), 1ms, 1s", valueHint: "10ms" },
+  metrics_dir: { type: "string", description: "directory for CSV files and other file outputs", valueHint: "dir" },
+  models_dir: { type: "string", description: "Triton model repository, required if the pipeline uses Triton", valueHint: "dir" },
+  force: { type: "string", description: "on an operator failure: none (ask; stop without a terminal), cont (continue) or stop", valueHint: "none|cont|stop" },
+  verbose: { type: "boolean", alias: "v", description: "show engine details, container settings and each operator's output" },
+  quiet: { type: "boolean", description: "no console lines but the sinks' output, warnings and errors" },
+  "keep-outputs": { type: "boolean", description: "keep the operators' output directories and print where they are" },
+  record: { type: "string", description: "also record the whole run into this msgpack file (for replay and report)", valueHint: "run.msgpack" },
+  "triton-image": { type: "string", description: "Triton server image (default nvcr.io/nvidia/tritonserver:20.07-v1-py3)", valueHint: "image:tag" },
+} satisfies ArgsDef;
+
+export default defineCommand({
+  meta: { name: "run", description: "Run a pipeline's operators one at a time and measure what each uses, with chosen collectors and sinks." },
+  args,
+  async run({ rawArgs }) {
+    const sinkPrefixes = [...Object.keys(builtinSinks), "es"];
+    const { positionals, flags, sinkOptions } = parseFlags(rawArgs, {
+      values: ["collectors", "sinks", "interval", "metrics_dir", "models_dir", "record", "triton-image"],
+      booleans: ["verbose", "quiet", "keep-outputs"],
+      optionalValues: ["force"],
+      aliases: { v: "verbose" },
+      sinkPrefixes,
+    });
+    if (positionals.length !== 2) {
+      throw new CpostError("usage", `cpost run takes a pipeline file and an input directory (got ${positionals.length} argument${positionals.length === 1 ? "" : "s"})`, { hint: "cpost run <pipeline.yaml> <input_dir> [options]; see `cpost run --help`" });
+    }
+    const str = (name: string) => (typeof flags[name] === "string" ? (flags[name] as string) : undefined);
+    const metricsDir = str("metrics-dir");
+    const sinks = flags.sinks !== undefined ? list(str("sinks")) : available(metricsDir ? ["table", "csv"] : ["table"], builtinSinks, "sink");
+    const collectors = flags.collectors !== undefined ? list(str("collectors")) : available(DEFAULT_COLLECTORS, builtinCollectors, "collector");
+    for (const key of Object.keys(sinkOptions)) {
+      if (!sinks.some((s) => key.startsWith(`${s}-`) || key.startsWith(`${sinkName(s)}-`))) {
+        throw new CpostError("usage", `--${key}: sink ${key.split("-")[0]} is not in --sinks`, { hint: `add it to --sinks, or drop --${key}` });
+      }
+    }
+    return executeRun({
+      pipeline: positionals[0]!,
+      input: positionals[1]!,
+      metricsDir,
+      modelsDir: str("models-dir"),
+      force: parseForce(flags.force === true ? undefined : str("force")),
+      verbose: flags.verbose === true,
+      quiet: flags.quiet === true,
+      keepOutputs: flags["keep-outputs"] === true,
+      collectors,
+      sinks,
+      intervalMs: parseInterval(str("interval") ?? "10ms"),
+      record: str("record"),
+      tritonImage: str("triton-image"),
+      sinkOptions,
+    });
+  },
+});
