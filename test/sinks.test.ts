@@ -9,8 +9,9 @@ import csv from "../plugins/csv.ts";
 import { loadSinkFactories } from "../plugins/index.ts";
 import msgpack from "../plugins/msgpack.ts";
 import table from "../plugins/table.ts";
-import { loadFixtureRun } from "./fixtures/runs/fixture-run.ts";
+import { expected, loadFixtureRun } from "./fixtures/runs/fixture-run.ts";
 import { sinkContract } from "./sinks-contract.ts";
+import { compiledBinary, cpostSource, dockerTest, REPO, runProcess } from "./support.ts";
 
 sinkContract("table", (ctx) => table({ out: ctx.out, options: {} }));
 
@@ -69,3 +70,54 @@ describe("replayInto", () => {
   });
 });
 
+describe("live run and replay", () => {
+  // The example pipeline through the real engine: the CSVs and table of the live run come back byte for byte from its recording.
+  dockerTest("a live run's CSVs and table are reproduced exactly by `cpost replay` of its msgpack recording", async () => {
+    const live = mkdtempSync(join(tmpdir(), "cpost-live-"));
+    const again = mkdtempSync(join(tmpdir(), "cpost-replayed-"));
+    try {
+      const pipeline = join(REPO, "examples/diamond/pipeline.yaml");
+      const run = await cpostSource(["run", pipeline, join(REPO, "examples/diamond/input"), "--collectors", "cgroup,blkio", "--sinks", "table,csv,msgpack", "--metrics_dir", live, "--quiet"]);
+      expect(run.stderr).not.toContain("cpost:");
+      expect(run.code).toBe(0);
+      const recording = join(live, "diamond-example.msgpack");
+      expect(run.stdout).toContain(`Run recorded in ${recording}\n`);
+      const csvs = readdirSync(live).filter((f) => f.endsWith(".csv")).sort();
+      expect(csvs).toEqual(["audit", "measure", "reader", "segment", "writer"].map((op) => `${op}_final_result.csv`));
+      // segment burns a core for 1.5 s: its CSV has the rows and its table the CPU to show it.
+      const segment = readFileSync(join(live, "segment_final_result.csv"), "utf8").split("\r\n");
+      expect(segment[0]!.startsWith("timestamp,cpu_percent,memory,")).toBe(true);
+      expect(segment.length).toBeGreaterThan(100);
+      expect(Math.max(...segment.slice(1, -1).map((l) => Number(l.split(",")[1] || 0)))).toBeGreaterThan(50);
+
+      const replay = await cpostSource(["replay", recording, "--sinks", "table,csv", "--metrics_dir", again]);
+      expect(replay.stderr).toBe("");
+      expect(replay.code).toBe(0);
+      for (const file of csvs) expect(readFileSync(join(again, file), "utf8")).toBe(readFileSync(join(live, file), "utf8"));
+      const tables = (text: string) => text.split(/(?<=\n)/).filter((l) => !/^(Results are stored in|Run recorded in) /.test(l)).join("");
+      expect(tables(replay.stdout)).toBe(tables(run.stdout));
+      expect(tables(run.stdout)).toContain("| segment    | CPU        |");
+
+      // The single executable loads the sinks lazily as well.
+      const binary = await runProcess([await compiledBinary(), "replay", recording, "--sinks", "table"], { cwd: "/tmp" });
+      expect(binary.code).toBe(0);
+      expect(binary.stdout).toBe(tables(run.stdout));
+    } finally {
+      rmSync(live, { recursive: true, force: true });
+      rmSync(again, { recursive: true, force: true });
+    }
+  }, 240_000);
+
+  test("the compiled executable replays a fixture recording into the expected table", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "cpost-bin-replay-"));
+    try {
+      const out = { write: () => true };
+      await replayInto(loadFixtureRun("classic"), [msgpack({ metricsDir: dir, out, options: {} })]);
+      const binary = await runProcess([await compiledBinary(), "replay", join(dir, "classic.msgpack")], { cwd: "/tmp", env: { PATH: "/usr/bin:/bin", NODE_PATH: undefined } });
+      expect(binary.stderr).toBe("");
+      expect(binary.stdout).toBe(expected("classic", "table.txt"));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
+});
