@@ -8,7 +8,8 @@
  * colour only on a terminal, and never with NO_COLOR.
  *
  * Options: `--table-samples all` also prints every row (the CSV's first three
- * columns) before each summary, as the original did without --metrics_dir.
+ * columns) before each summary, as the original did without --metrics_dir;
+ * `--table-rows cpost` keeps to CPU and Memory, the original's two rows.
  */
 import type { OperatorResult, Sink, SinkFactory, SinkOptions } from "../core/types.ts";
 import { defineExtras, defineSampleRows, f3, type Row } from "./table-extras.ts";
@@ -98,7 +99,7 @@ const table = (options: SinkOptions): Sink => {
       const rows: Row[] = [
         ["CPU", `${f3(summary.cpuPercent.mean)} %`, `${f3(summary.cpuPercent.max)} %`, `cpu: ${rec.cpu}`],
         ["Memory", `${f3(summary.memoryMb.mean)} MB`, `${f3(summary.memoryMb.max)} MB`, `memory: ${rec.memory}`],
-        ...extras.rows(summary),
+        ...(options.options["table-rows"] === "cpost" ? [] : extras.rows(summary)),
       ];
       extras = defineExtras();
       if (result.status === "skipped") return;

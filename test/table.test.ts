@@ -47,6 +47,14 @@ describe("table sink", () => {
     expect(text).toContain("|    GPU     |");
   });
 
+  test("--table-rows cpost keeps to the original's CPU and Memory rows", async () => {
+    const text = await draw("disk-gpu", { isTTY: false }, { "table-rows": "cpost" });
+    expect(text).not.toContain("Disk");
+    expect(text).not.toContain("GPU");
+    expect(text).toContain("|  CPU   | 203.316 % | 351.539 %  |   cpu: 4    |");
+    expect(text).toContain("| (Non-zero exitcode)                                  | Memory   | 74.863 MB | 92.598 MB  | memory: 256 |");
+  });
+
   test("a wide terminal gets the same layout, with colour only on the marker and resources", async () => {
     delete process.env.NO_COLOR;
     const text = await draw("classic", { isTTY: true, columns: 200 });
