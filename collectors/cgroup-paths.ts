@@ -105,7 +105,13 @@ export function findContainerCgroup(target: Target, roots: CgroupRoots = {}): Co
   if (typeof layout === "string") return { unavailable: layout };
   // the hierarchy that must hold the container: memory on v1, the unified tree on v2
   const anchor = layout.version === 2 ? layout.unified! : layout.mounts.memory ?? Object.values(layout.mounts)[0]!;
-  const fromPid = target.pid > 0 ? pathsOfPid(procRoot, target.pid) : new Map<string, string>();
+  // A pid read just as the container exits reports "/" (the host's root
+  // cgroup) for every controller: never take that for the container's.
+  const fromPid = new Map(
+    [...(target.pid > 0 ? pathsOfPid(procRoot, target.pid) : new Map<string, string>())].filter(
+      ([, path]) => target.kind === "host" || path !== "/",
+    ),
+  );
   const pidPath = layout.version === 2 ? fromPid.get("") : fromPid.get("memory") ?? fromPid.get(V1_CONTROLLERS.find((c) => fromPid.has(c)) ?? "");
   const candidates = target.kind === "host" ? [""] : [...(pidPath && pidPath !== "/" ? [pidPath] : []), ...candidatePaths(target)];
   const relative = candidates.find((p) => existsSync(join(anchor, p)));
