@@ -52,6 +52,9 @@ describe("a live run", () => {
       const segment = (group: string) => data.charts.find((c) => c.operator === "segment" && c.group === group)!.series[0]!.values;
       expect(extremes(segment("memory")).max).toBeGreaterThan((64 * 2 ** 20) / 1e6);
       expect(extremes(segment("cpu")).max).toBeGreaterThan(0);
+      // And the others are tiny shell commands: nothing near the host's gigabytes may show up as theirs.
+      const memoryMax = data.charts.filter((c) => c.group === "memory").map((c) => ({ operator: c.operator, mb: extremes(c.series[0]!.values).max }));
+      expect(memoryMax.filter((m) => m.mb >= 150)).toEqual([]);
 
       const fromRecording = join(dir, "from-recording.html");
       const report = await cpostSource(["report", join(dir, "diamond-example.msgpack"), "-o", fromRecording]);
