@@ -73,7 +73,9 @@ export async function main(argv: string[]): Promise<number> {
     const rest = name ? argv.slice(argv.indexOf(name) + 1) : argv;
     if (rest.some(isHelp) || (name && hasSubCommands(command) && rest.filter((a) => !a.startsWith("-")).length === 0)) {
       const target = await helpTarget(command, rest);
-      process.stdout.write(`${await renderUsage(target.cmd, target.parent)}\n`);
+      const usage = await renderUsage(target.cmd, target.parent);
+      // citty colours its usage unconditionally; a pipe or file gets plain text.
+      process.stdout.write(`${process.stdout.isTTY && !process.env.NO_COLOR ? usage : stripAnsi(usage)}\n`);
       return rest.some(isHelp) ? EXIT.ok : EXIT.usage;
     }
     const { result } = await runCommand(command, { rawArgs: rest });
@@ -88,6 +90,10 @@ export async function main(argv: string[]): Promise<number> {
     }
     return exitCodeOf(error);
   }
+}
+
+function stripAnsi(text: string): string {
+  return text.replace(/\u001b\[[0-9;]*m/g, "");
 }
 
 function hasSubCommands(cmd: CommandDef): boolean {
