@@ -13,7 +13,8 @@ import { CpostError } from "../core/errors.ts";
 import { isUnavailable, type MetricBuffer, type Probe, type Target } from "../core/types.ts";
 import { createNvmlCollector } from "../collectors/nvml.ts";
 import { NvmlSampling, openNvml } from "../native/nvml.ts";
-import { dockerTest, TEST_IMAGE } from "./support.ts";
+import { readRecording } from "../core/recording.ts";
+import { BUN, dockerTest, REPO, TEST_IMAGE } from "./support.ts";
 import { buildNvmlDouble, type FakeDevice, type FakeScript, type NvmlDouble } from "./nvml/double.ts";
 
 const GiB = 2 ** 30;
@@ -373,6 +374,68 @@ describe("attribution to a real container", () => {
       expect([stranger.get("gpu.process_memory_bytes", 0), stranger.get("gpu.process_memory_bytes", 1)]).toEqual([0, 0]);
     } finally {
       nvml.dispose?.();
+    }
+  });
+});
+
+describe("a run with the nvml collector", () => {
+  dockerTest("GPU figures of an operator's own processes reach the table, CSV and msgpack sinks", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "cpost-nvml-run-"));
+    const engine = await connectDocker();
+    let child: ReturnType<typeof Bun.spawn> | undefined;
+    try {
+      mkdirSync(join(dir, "in"));
+      writeFileSync(
+        join(dir, "pipeline.yaml"),
+        `api-version: 0.4.0\nname: gpu\noperators:\n  - name: trainer\n    container: {image: cpost-test/busybox, tag: "1", command: ["sleep", "3"]}\n    input: [{path: /input}]\n    output: [{path: /output}]\n`,
+      );
+      double.script(twoGpus([{ processes: [] }, { processes: [] }]));
+      const argv = [BUN, join(REPO, "core/main.ts"), "run", join(dir, "pipeline.yaml"), join(dir, "in"), "--collectors", "cgroup,nvml", "--sinks", "table,csv,msgpack", "--metrics_dir", join(dir, "metrics"), "--record", join(dir, "run.msgpack")];
+      child = Bun.spawn(argv, { cwd: REPO, env: { ...process.env, ...double.env() }, stdout: "pipe", stderr: "pipe" });
+      const output = Promise.all([new Response(child.stdout as ReadableStream).text(), new Response(child.stderr as ReadableStream).text()]);
+      // the operator's container appears; its init process then "allocates" 5 GiB on GPU 1
+      const deadline = performance.now() + 60_000;
+      let pid = 0;
+      while (pid === 0 && performance.now() < deadline) {
+        const [found] = await engine.listContainers([`cpost.pid=${child.pid}`, "cpost.operator=trainer"]);
+        // created but not started yet, or (on a busy engine) listed a moment before inspect can see it
+        if (found) pid = await engine.inspectContainer(found.id).then((state) => state.pid, () => 0);
+        if (pid === 0) await Bun.sleep(20);
+      }
+      expect(pid).toBeGreaterThan(0);
+      double.script(twoGpus([{ processes: [{ pid: 77, usedBytes: 1 * GiB, smPct: 50 }] }, { processes: [{ pid, usedBytes: 5 * GiB, smPct: 64 }] }]));
+      const code = await child.exited;
+      const [stdout, stderr] = await output;
+      expect({ code, stderr }).toEqual({ code: 0, stderr: expect.any(String) });
+
+      // table: GPU rows with the operator's own peak GPU memory (5 GiB / 1e6 MB) and one GPU used
+      expect(stdout).toMatch(/\|\s+GPU\s+\|[^\n]*\|\s+gpu: 1\s+\|/);
+      expect(stdout).toMatch(/\|\s+GPU memory\s+\|[^|]*\|\s+5368\.709 MB\s+\|/);
+
+      // CSV: per-device columns, with the device-wide and per-container figures
+      const [header, ...rows] = (await Bun.file(join(dir, "metrics", "trainer_final_result.csv")).text()).trim().split("\n");
+      const columns = header!.split(",");
+      // empty cells: rows after the nvml probe saw the container's init process gone
+      const column = (key: string) => rows.map((row) => row.split(",")[columns.indexOf(key)]).filter((cell) => cell !== "");
+      expect(columns).toContain("gpu.process_memory_bytes[1]");
+      expect(column("gpu.process_memory_bytes[1]")).toContain(String(5 * GiB));
+      expect(new Set(column("gpu.process_memory_bytes[0]"))).toEqual(new Set(["0"]));
+      expect(new Set(column("gpu.power_w[0]"))).toEqual(new Set(["215.5"]));
+      expect(new Set(column("gpu.memory_total_bytes[1]"))).toEqual(new Set([String(80 * GiB)]));
+
+      // msgpack: the recorded series and the summary's GPU recommendation
+      const recording = readRecording(join(dir, "run.msgpack"));
+      const trainer = recording.operators[0]!;
+      const slot = trainer.batches[0]!.columns.findIndex((c) => c.name === "gpu.process_memory_bytes" && c.device === 1);
+      const width = trainer.batches[0]!.columns.length;
+      const series = trainer.batches.flatMap((b) => Array.from({ length: b.rows }, (_, r) => b.values[r * width + slot]!));
+      expect(Math.max(...series.filter((x) => !Number.isNaN(x)))).toBe(5 * GiB);
+      expect(trainer.summary?.recommendation.gpu).toBe(1);
+      expect(trainer.summary?.stats.find((s) => s.key === "gpu.process_memory_bytes[1]")?.max).toBe(5 * GiB);
+    } finally {
+      child?.kill();
+      for (const c of await engine.listContainers([`cpost.pid=${child?.pid}`])) await engine.removeContainer(c.id, { force: true });
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
