@@ -107,10 +107,15 @@ async function helpTarget(cmd: CommandDef, rest: string[]): Promise<{ cmd: Comma
   const word = rest.find((a) => !a.startsWith("-"));
   if (subs && word && word in subs) {
     const sub = subs[word]!;
-    return { cmd: typeof sub === "function" ? await sub() : sub, parent: cmd };
+    const meta = typeof cmd.meta === "function" ? await cmd.meta() : await cmd.meta;
+    // Name the whole path: "cpost monitor serve".
+    return { cmd: typeof sub === "function" ? await sub() : sub, parent: { meta: { name: `cpost ${meta?.name ?? ""}`.trim() } } };
   }
-  return { cmd };
+  return { cmd, parent: ROOT };
 }
+
+/** Stands for `cpost` as the parent in usage lines ("cpost validate ..."). */
+const ROOT: CommandDef = { meta: { name: "cpost" } };
 
 /** citty's own errors (missing argument, bad enum value) are usage errors. */
 function toCpostError(thrown: unknown): CpostError {
