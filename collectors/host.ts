@@ -174,6 +174,7 @@ const host: Collector = {
   name: "host",
   description: "the whole machine: CPU (/proc/stat), memory (/proc/meminfo), physical disks (/proc/diskstats)",
   metrics: METRICS,
+  portable: { module: "host" },
   open(target: Target): Probe | Unavailable {
     if (target.kind !== "host") return { unavailable: "the host collector reads the whole machine; it opens host targets only" };
     return openProbe();

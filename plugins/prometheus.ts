@@ -65,7 +65,8 @@ interface Series {
   timestampMs: number;
 }
 interface Family extends PrometheusFamily {
-  series: Series[];
+  /** By label text: a container whose columns change (a probe dropped out) keeps its series. */
+  series: Map<string, Series>;
 }
 
 /** The prometheus sink, with where it serves and a way to stop serving. */
@@ -126,27 +127,29 @@ export default function createPrometheusSink(options: SinkOptions): PrometheusSi
   const prepared = new Map<string, { columns: readonly MetricColumn[]; series: Array<Series | undefined> }>();
   let runLabels = "";
   let lastWriteMs = NaN;
+  // cpost_run_info is stamped with the run's newest reading, so it too never lies outside the run.
+  let newestMs = 0;
 
   function seriesFor(batch: SampleBatch, column: MetricColumn): Series {
     const shape = prometheusFamily(column, batch.containerId === "");
     let family = families.get(shape.name);
-    if (!family) families.set(shape.name, (family = { ...shape, series: [] }));
+    if (!family) families.set(shape.name, (family = { ...shape, series: new Map() }));
     const labels = [
       batch.containerId && `container="${escapeValue(batch.containerId)}"`,
       batch.operator && `operator="${escapeValue(batch.operator)}"`,
       shape.name.startsWith("cpost_gpu_") && `gpu="${column.device}"`,
       runLabels,
     ].filter(Boolean).join(",");
-    const series: Series = { labels, scale: shape.scale, value: NaN, timestampMs: 0 };
-    family.series.push(series);
+    let series = family.series.get(labels);
+    if (!series) family.series.set(labels, (series = { labels, scale: shape.scale, value: NaN, timestampMs: 0 }));
     return series;
   }
 
   function render(): string {
-    const lines = ["# HELP cpost_run_info The run (or monitor session) cpost is recording now.", "# TYPE cpost_run_info gauge", `cpost_run_info{${runLabels}} 1`];
+    const lines = ["# HELP cpost_run_info The run (or monitor session) cpost is recording now.", "# TYPE cpost_run_info gauge", `cpost_run_info{${runLabels}} 1${timestamps ? ` ${Math.round(newestMs)}` : ""}`];
     for (const family of [...families.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
       lines.push(`# HELP ${family.name} ${family.help.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")}`, `# TYPE ${family.name} ${family.type}`);
-      for (const s of family.series) {
+      for (const s of family.series.values()) {
         const value = Number.isNaN(s.value) ? "NaN" : s.value === Infinity ? "+Inf" : s.value === -Infinity ? "-Inf" : String(s.value);
         lines.push(`${family.name}${s.labels ? `{${s.labels}}` : ""} ${value}${timestamps ? ` ${Math.round(s.timestampMs)}` : ""}`);
       }
@@ -168,6 +171,7 @@ export default function createPrometheusSink(options: SinkOptions): PrometheusSi
         labels[OWN_LABELS.has(name) ? `label_${name}` : name] = value;
       }
       runLabels = Object.entries(labels).map(([k, v]) => `${k}="${escapeValue(v)}"`).join(",");
+      newestMs = run.startedAtMs;
       endpoint.render = render;
     },
 
@@ -184,6 +188,7 @@ export default function createPrometheusSink(options: SinkOptions): PrometheusSi
           // Dividing by a whole number keeps exact decimals exact (7.75e9 ns -> 7.75 s).
           series.value = series.scale >= 1 ? v * series.scale : v / Math.round(1 / series.scale);
           series.timestampMs = batch.timestampMs[r]!;
+          if (series.timestampMs > newestMs) newestMs = series.timestampMs;
           lastWriteMs = performance.now();
           break;
         }

@@ -45,7 +45,7 @@ function batch(containerId: string, operator: string, cols: MetricColumn[], rows
   };
 }
 
-function runInfo(id: string, labels?: Record<string, string>): RunInfo {
+function runInfo(id: string, labels?: Record<string, string>, startedAtMs = Date.now()): RunInfo {
   return {
     id,
     pipeline: { file: "p.yaml", apiVersion: "0.4.0", name: "spleen", operators: [], order: [] },
@@ -53,7 +53,7 @@ function runInfo(id: string, labels?: Record<string, string>): RunInfo {
     collectors: ["test"],
     sinks: ["prometheus"],
     intervalMs: 10,
-    startedAtMs: Date.now(),
+    startedAtMs,
     cpostVersion: "test",
     labels,
   };
@@ -92,7 +92,7 @@ test("families follow Prometheus naming: base units, _total on counters, gpu sco
 
 prometheusTest("the exposition is what was written, in base units, and promtool accepts it", async () => {
   const s = sink();
-  await s.start(runInfo("run-1", { team: "radiology", job: "clashes", "bad-key": "x\"y\\z\nw" }));
+  await s.start(runInfo("run-1", { team: "radiology", job: "clashes", "bad-key": "x\"y\\z\nw" }, 1_700_000_000_000));
   const t = 1_700_000_000_123.4;
   await s.write(batch(CONTAINER, "segment", containerColumns, [
     { t, v: [1e9, 150, 2e8, 4096, 40, 60, 1410, 5e8] },
@@ -114,7 +114,8 @@ prometheusTest("the exposition is what was written, in base units, and promtool 
   expect(text).toContain(`cpost_gpu_sm_clock_hertz{container="${CONTAINER}",operator="segment",gpu="0",${run}} 1410000000 ${ts}\n`);
   expect(text).toContain(`cpost_host_memory_usage_bytes{operator="host",${run}} 1500000000 ${Math.round(t + 5)}\n`);
   expect(text).toContain(`cpost_gpu_power_watts{operator="host",gpu="0",${run}} 71.25 ${Math.round(t + 5)}\n`);
-  expect(text).toContain(`cpost_run_info{${run}} 1\n`);
+  // Stamped with the newest reading, like every other series of the run.
+  expect(text).toContain(`cpost_run_info{${run}} 1 ${ts}\n`);
   // One HELP/TYPE per family even with several series in it.
   expect(text.match(/# TYPE cpost_gpu_utilization_ratio /g)).toHaveLength(1);
 
@@ -160,9 +161,23 @@ test("a port held by another server is a clear error; sinks of one process share
   await first.end(ended);
   expect((await fetch(first.url)).status).toBe(200);
   expect(await (await fetch(first.url)).text()).toBe("");
-  await second.start(runInfo("session-2"));
-  expect(await (await fetch(first.url)).text()).toBe('# HELP cpost_run_info The run (or monitor session) cpost is recording now.\n# TYPE cpost_run_info gauge\ncpost_run_info{run_id="session-2",pipeline="spleen"} 1\n');
+  await second.start(runInfo("session-2", undefined, 1_700_000_000_500));
+  expect(await (await fetch(first.url)).text()).toBe('# HELP cpost_run_info The run (or monitor session) cpost is recording now.\n# TYPE cpost_run_info gauge\ncpost_run_info{run_id="session-2",pipeline="spleen"} 1 1700000000500\n');
   await second.end(ended);
+});
+
+test("a container whose columns change keeps one series per label set", async () => {
+  const s = sink();
+  await s.start(runInfo("run-3", undefined, 1_700_000_000_000));
+  await s.write(batch(CONTAINER, "op", containerColumns, [{ t: 1_700_000_000_100, v: [1e9, 50, 1, 1, 1, 1, 1, 1] }]));
+  // The sampler hands a new columns array when a probe drops out: same metrics, same labels.
+  await s.write(batch(CONTAINER, "op", containerColumns.slice(0, 3), [{ t: 1_700_000_000_200, v: [2e9, 60, 2] }]));
+  const text = await (await fetch(s.url)).text();
+  expect(text.match(/^cpost_container_cpu_usage_seconds_total\{/gm)).toHaveLength(1);
+  expect(text).toContain('cpost_container_cpu_usage_seconds_total{container="' + CONTAINER + '",operator="op",run_id="run-3",pipeline="spleen"} 2 1700000000200\n');
+  // The series the new columns lack keep their last reading.
+  expect(text).toContain(`cpost_container_io_read_bytes_total{container="${CONTAINER}",operator="op",run_id="run-3",pipeline="spleen"} 1 1700000000100\n`);
+  await s.end(ended);
 });
 
 prometheusTest("a real Prometheus scrapes exactly the samples written, and end waits for the last one", async () => {
