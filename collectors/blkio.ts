@@ -149,4 +149,5 @@ export function createBlkioCollector(options: BlkioOptions = {}): Collector {
 /** The `create(options)` the sampler's worker calls to rebuild a configured instance. */
 export const create = createBlkioCollector;
 
+/** The built-in `blkio` collector, reading /sys/fs/cgroup and /proc (or CPOST_CGROUP_ROOT, CPOST_PROC_ROOT). */
 export default createBlkioCollector();

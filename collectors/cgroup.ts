@@ -121,4 +121,5 @@ export function createCgroupCollector(options: CgroupOptions = {}): Collector {
 /** The `create(options)` the sampler's worker calls to rebuild a configured instance. */
 export const create = createCgroupCollector;
 
+/** The built-in `cgroup` collector, reading /sys/fs/cgroup and /proc (or CPOST_CGROUP_ROOT, CPOST_PROC_ROOT). */
 export default createCgroupCollector();

@@ -27,6 +27,7 @@ export interface IntervalReport {
   samples: number;
 }
 
+/** The core's collectors, schedule, batching, clock origin, and where its events go. */
 export interface CoreOptions {
   collectors: readonly Collector[];
   intervalMs: number;

@@ -18,6 +18,7 @@ import { CpostError } from "./errors.ts";
 import { defineSamplingCore, epochNow, type CoreEvent, type IntervalReport, type SamplingCore, type SeriesShape } from "./sampler-core.ts";
 import type { Collector, MetricColumn, SampleBatch, Target } from "./types.ts";
 
+/** What a sampler samples, how often, and where its batches and warnings go. */
 export interface SamplerOptions {
   /** --interval, default 10, down to 1. */
   intervalMs: number;
