@@ -9,7 +9,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createCgroupCollector } from "../collectors/cgroup.ts";
+import cgroupCollector, { createCgroupCollector } from "../collectors/cgroup.ts";
 import { candidatePaths, detectLayout } from "../collectors/cgroup-paths.ts";
 import { isUnavailable, type MetricBuffer, type Probe, type Target } from "../core/types.ts";
 import { dockerTest, REPO } from "./support.ts";
@@ -195,6 +195,23 @@ describe("cgroup v2 (real v2 files)", () => {
     const probe = openProbe(target("f".repeat(64), { pid: 4242 }), roots);
     expect(probe.source).toBe(`cgroup v2 ${custom}`);
     probe.close();
+  });
+
+  test("CPOST_CGROUP_ROOT and CPOST_PROC_ROOT move the built-in collector's roots", () => {
+    const saved = { cgroup: process.env.CPOST_CGROUP_ROOT, proc: process.env.CPOST_PROC_ROOT };
+    process.env.CPOST_CGROUP_ROOT = V2_ROOT;
+    process.env.CPOST_PROC_ROOT = V2_PROC;
+    try {
+      const opened = cgroupCollector.open(target(DOCKER_ID));
+      if (isUnavailable(opened)) throw new Error(opened.unavailable);
+      expect(opened.source).toBe(`cgroup v2 ${join(V2_ROOT, "docker", DOCKER_ID)}`);
+      opened.close();
+    } finally {
+      for (const [key, value] of [["CPOST_CGROUP_ROOT", saved.cgroup], ["CPOST_PROC_ROOT", saved.proc]] as const) {
+        if (value === undefined) delete process.env[key];
+        else process.env[key] = value;
+      }
+    }
   });
 
   test("a container with no cgroup here: unavailable, saying where it looked", () => {
