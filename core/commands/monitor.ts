@@ -20,6 +20,16 @@ import { parseFlags, parseInterval } from "./run.ts";
 export const DEFAULT_MONITOR_URL = "http://127.0.0.1:8686";
 const list = (text: string | undefined) => (text ?? "").split(",").map((s) => s.trim()).filter(Boolean);
 
+/** A duration flag: `500ms`, `30s`, `2m`, or a bare number of ms, within [minMs, maxMs]. */
+function parseDuration(text: string, flag: string, minMs: number, maxMs: number): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m)?$/.exec(text.trim());
+  const ms = m ? Number(m[1]) * (m[2] === "m" ? 60_000 : m[2] === "s" ? 1000 : 1) : NaN;
+  if (!(ms >= minMs && ms <= maxMs)) {
+    throw new CpostError("usage", `${flag} ${text}: not a duration from ${minMs} ms to ${maxMs / 1000} s`, { hint: `e.g. ${flag} 1s (or 500ms, 2m)` });
+  }
+  return ms;
+}
+
 /** Takes every `--flag value` / `--flag=value` of a repeatable flag out of `raw`. */
 function takeRepeated(raw: string[], flag: string): { values: string[]; rest: string[] } {
   const values: string[] = [];
@@ -116,7 +126,7 @@ const serve = defineCommand({
     const log = (line: string) => process.stderr.write(`cpost monitor: ${line}\n`);
     const monitor = await startMonitor({
       listen, token, intervalMs, containerCollectors, hostCollectors, makeSinks, sinkNames, engine, log,
-      pollMs: pollText === undefined ? undefined : parseInterval(pollText),
+      pollMs: pollText === undefined ? undefined : parseDuration(pollText, "--poll", 10, 60_000),
       filters: { labels: labelFlags.values, names: nameFlags.values },
       warn: (line) => process.stderr.write(`warning: ${line}\n`),
     });
@@ -151,7 +161,7 @@ async function ask(args: ClientArgs, method: "GET" | "POST", path: string, body?
   const base = (args.url ?? process.env.CPOST_MONITOR_URL ?? DEFAULT_MONITOR_URL).replace(/\/+$/, "");
   if (!/^https?:\/\/[^/]+$/.test(base)) throw new CpostError("usage", `--url ${base}: expected http://host:port`);
   const token = readToken(args["token-file"]);
-  const timeoutMs = parseInterval(args.timeout ?? "60s");
+  const timeoutMs = parseDuration(args.timeout ?? "60s", "--timeout", 100, 3_600_000);
   let res: Response;
   try {
     res = await fetch(`${base}${path}`, {
