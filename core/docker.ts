@@ -566,9 +566,13 @@ function defineClient(endpoint: EngineEndpoint, info: EngineInfo, raw: Requester
         query: { force: options.force ? 1 : undefined, v: 1 },
         signal: options.signal,
         context: `remove container ${short(containerId)}`,
-        accept: [404],
+        accept: [404, 409],
       });
-      await res.body?.cancel();
+      if (res.status === 409) {
+        // Someone else (`docker rm -f` from outside) is already removing it: it is going away all the same.
+        const message = await engineMessage(res);
+        if (!/already in progress/i.test(message)) throw new CpostError("engine", `remove container ${short(containerId)}: the engine answered 409: ${message}`, { cause: { status: 409, message } });
+      } else await res.body?.cancel();
     },
 
     async listContainers(labels, signal) {

@@ -5,11 +5,11 @@
  * removes it on every exit path: success, failure, exception, interrupt.
  */
 import { randomBytes } from "node:crypto";
-import { accessSync, chmodSync, constants, existsSync, mkdirSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { accessSync, chmodSync, constants, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { availableParallelism, hostname, release, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline/promises";
-import { connectDocker, type DockerClient } from "./docker.ts";
+import { connectDocker, engineAnswer, type DockerClient } from "./docker.ts";
 import { asCpostError, CpostError, pluginError } from "./errors.ts";
 import { mountsFor, outputHostDir, upstreamsOf } from "./pipeline.ts";
 import { Sampler, type Watch } from "./sampler.ts";
@@ -185,6 +185,7 @@ export async function runPipeline(options: RunOptions): Promise<RunResult> {
 
   try {
     prepareWorkDir(pipeline, workDir);
+    if (ownWorkDir && !options.keepOutputs) writeFileSync(join(workDir, OWNER_FILE), JSON.stringify({ pid: process.pid, host: hostname(), run: runId }));
     const tritonEnv = triton ? await startTriton(engine, triton, { labels, runId, gpus, log, signal }) : {};
     const info: RunInfo = {
       id: runId,
@@ -329,13 +330,18 @@ async function runOperator(op: Operator, ctx: OperatorContext): Promise<Operator
     for (const source of watch.sources) log.debug(`Sampling ${op.name}: ${source}`);
     const exit = await engine.waitContainer(id, signal);
     await watch.finish(FINISH_GRACE_MS);
-    const after = await engine.inspectContainer(id, signal);
-    if (options.verbose) await printLogs(engine, id, op.name, log, signal);
+    // Removed from outside (`docker rm -f`): its exit code is all there is left to know.
+    const after = await engine.inspectContainer(id, signal).catch((e: unknown) => {
+      if (engineAnswer(e)?.status === 404) return { oomKilled: false, removed: true };
+      throw e;
+    });
+    if (options.verbose && !("removed" in after)) await printLogs(engine, id, op.name, log, signal).catch((e: unknown) => log.warn(`output of ${op.name}: ${(e as Error).message}`));
     await engine.removeContainer(id, { force: true, signal });
     const endedAtMs = Date.now();
     if (exit.exitCode === 0) return { ...base, containerId: id, status: "succeeded", exitCode: 0, oomKilled: after.oomKilled, endedAtMs };
     log.info(`Operator failed with exitcode is: ${exit.exitCode}`);
-    const reason = after.oomKilled ? `exit code ${exit.exitCode}: killed for lack of memory (OOM)` : `exit code ${exit.exitCode}${exit.error ? `: ${exit.error}` : ""}`;
+    const why = after.oomKilled ? ": killed for lack of memory (OOM)" : "removed" in after ? ": its container was removed from outside cpost" : exit.error ? `: ${exit.error}` : "";
+    const reason = `exit code ${exit.exitCode}${why}`;
     return { ...base, containerId: id, status: "failed", exitCode: exit.exitCode, reason, oomKilled: after.oomKilled, endedAtMs };
   } catch (thrown) {
     watch?.stop();
@@ -518,11 +524,45 @@ async function removeLeftovers(engine: DockerClient, log: Console, signal: Abort
   const dead = (labels: Record<string, string>) => labels["cpost.host"] === host && !isAlive(Number(labels["cpost.pid"]));
   const containers = (await engine.listContainers(["cpost.run"], signal)).filter((c) => dead(c.labels));
   const networks = (await engine.listNetworks(["cpost.run"], signal)).filter((n) => dead(n.labels));
+  removeDeadWorkDirs(log);
   if (containers.length + networks.length === 0) return;
   const runs = [...new Set([...containers, ...networks].map((x) => x.labels["cpost.run"]))];
   log.warn(`removing ${containers.length} container(s) and ${networks.length} network(s) left by ended cpost run(s) ${runs.join(", ")}`);
   for (const c of containers) await engine.removeContainer(c.id, { force: true, signal });
   for (const n of networks) await engine.removeNetwork(n.id, signal).catch((e: unknown) => log.warn(`could not remove network ${n.name}: ${(e as Error).message}`));
+}
+
+/** In a work dir cpost made and will remove: who made it, so a later run can remove it should this one be killed. */
+const OWNER_FILE = ".cpost-owner";
+
+/** Removes `cpost-<run>` work dirs in the temp dir whose cpost process on this host is gone (killed before it could). */
+function removeDeadWorkDirs(log: Console): void {
+  const host = hostname();
+  let names: string[];
+  try {
+    names = readdirSync(tmpdir());
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const runId = /^cpost-([0-9a-f]{12})$/.exec(name)?.[1];
+    if (!runId) continue;
+    const dir = join(tmpdir(), name);
+    let owner: { pid?: unknown; host?: unknown };
+    try {
+      if (!lstatSync(dir).isDirectory()) continue;
+      owner = JSON.parse(readFileSync(join(dir, OWNER_FILE), "utf8")) as typeof owner;
+    } catch {
+      continue; // not ours to judge: no owner file (kept outputs, or not made by cpost)
+    }
+    if (owner.host !== host || isAlive(Number(owner.pid))) continue;
+    try {
+      rmSync(dir, { recursive: true, force: true });
+      log.warn(`removed the work dir ${dir} of ended cpost run ${runId}`);
+    } catch (error) {
+      log.warn(`could not remove the work dir ${dir} of ended cpost run ${runId}: ${(error as Error).message}`);
+    }
+  }
 }
 
 function isAlive(pid: number): boolean {

@@ -11,7 +11,7 @@
  * a crash keeps all but the last second. Numbers print as the shortest text
  * that reads back the same double, so a replay writes the same bytes.
  */
-import { closeSync, mkdirSync, openSync, writeSync } from "node:fs";
+import { closeSync, ftruncateSync, mkdirSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { CpostError } from "../core/errors.ts";
 import { CPU_KEY, definePairing, MEMORY_KEY, pythonFloat, type Pairing, type RowEmitter } from "../core/summary.ts";
@@ -29,6 +29,10 @@ interface CsvFile {
   pairing: Pairing | undefined;
   emit: RowEmitter;
   pending: string;
+  /** Bytes on disk, all whole lines. */
+  written: number;
+  /** Set when a write failed (a full disk): the file keeps its whole lines and takes no more. */
+  failed: CpostError | undefined;
 }
 
 const quote = (name: string) => (/[",\r\n]/.test(name) ? `"${name.replace(/"/g, '""')}"` : name);
@@ -42,10 +46,37 @@ const csv = (options: SinkOptions): Sink => {
   let timer: ReturnType<typeof setInterval> | undefined;
 
   const flush = (file: CsvFile) => {
+    if (file.failed) throw file.failed;
     if (file.pending.length === 0) return;
-    writeSync(file.fd, file.pending);
+    const bytes = Buffer.from(file.pending);
     file.pending = "";
+    try {
+      for (let off = 0; off < bytes.length; ) off += writeSync(file.fd, bytes, off, bytes.length - off);
+      file.written += bytes.length;
+    } catch (cause) {
+      // A short write (ENOSPC) would leave half a row: cut back to the last whole line, and stop there.
+      try {
+        ftruncateSync(file.fd, file.written);
+      } catch {
+        // the rows written stay; only the cut failed
+      }
+      const code = (cause as NodeJS.ErrnoException).code;
+      file.failed = new CpostError("io", `cannot write ${file.path}: ${code === "ENOSPC" ? "no space left on device" : (cause as Error).message}; it keeps the ${file.written} bytes of whole rows written before, and no more`, {
+        file: file.path,
+        cause,
+        hint: "free space there, or give --metrics_dir on another file system",
+      });
+      throw file.failed;
+    }
   };
+  // A failure in the background flush is thrown by the next hook, so the runner reports it.
+  const flushAll = () => files.forEach((f) => {
+    try {
+      flush(f);
+    } catch {
+      // kept in f.failed
+    }
+  });
   const open = (operator: string): CsvFile => {
     let file = files.get(operator);
     if (file) return file;
@@ -55,12 +86,12 @@ const csv = (options: SinkOptions): Sink => {
     const path = join(dir, `${operator}_final_result.csv`);
     try {
       mkdirSync(dir, { recursive: true });
-      file = { path, fd: openSync(path, "w"), extraKeys: undefined, pairing: undefined, emit: () => {}, pending: "" };
+      file = { path, fd: openSync(path, "w"), extraKeys: undefined, pairing: undefined, emit: () => {}, pending: "", written: 0, failed: undefined };
     } catch (cause) {
       throw new CpostError("io", `cannot write CSV: ${(cause as Error).message}`, { file: path, cause, hint: "choose a writable --metrics_dir" });
     }
     files.set(operator, file);
-    timer ??= setInterval(() => files.forEach(flush), FLUSH_MS);
+    timer ??= setInterval(flushAll, FLUSH_MS);
     timer.unref?.();
     return file;
   };
@@ -94,9 +125,12 @@ const csv = (options: SinkOptions): Sink => {
   const close = (file: CsvFile, operator: string) => {
     file.pairing?.finish(file.emit);
     if (!file.extraKeys) file.pending += `${FIRST_COLUMNS.join(",")}\r\n`;
-    flush(file);
-    closeSync(file.fd);
     files.delete(operator);
+    try {
+      flush(file);
+    } finally {
+      closeSync(file.fd);
+    }
   };
 
   return {
@@ -104,11 +138,12 @@ const csv = (options: SinkOptions): Sink => {
     start() {},
     write(batch) {
       const file = open(batch.operator);
+      if (file.failed) throw file.failed;
       if (batch.columns !== file.pairing?.columns) startSeries(file, batch.columns);
       file.pairing!.add(batch, file.emit);
       if (file.pending.length > 1 << 20 || performance.now() - lastFlush >= FLUSH_MS) {
-        files.forEach(flush);
         lastFlush = performance.now();
+        files.forEach(flush);
       }
     },
     operatorDone(result) {
@@ -118,9 +153,17 @@ const csv = (options: SinkOptions): Sink => {
       out.write(`Results are stored in ${file.path}\n`);
     },
     end() {
-      files.forEach(close);
       clearInterval(timer);
       timer = undefined;
+      let failure: CpostError | undefined;
+      for (const [operator, file] of [...files]) {
+        try {
+          close(file, operator);
+        } catch (error) {
+          failure ??= error as CpostError;
+        }
+      }
+      if (failure) throw failure;
     },
   };
 };

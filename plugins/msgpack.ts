@@ -7,7 +7,7 @@
  * Options: `--msgpack-file PATH` (default `<metrics_dir or .>/<pipeline name>.msgpack`).
  */
 import { Encoder } from "@msgpack/msgpack";
-import { closeSync, mkdirSync, openSync, writeSync } from "node:fs";
+import { closeSync, ftruncateSync, mkdirSync, openSync, writeSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { CpostError } from "../core/errors.ts";
 import { float64Bytes, RECORDING_VERSION, type RecordingRecord } from "../core/recording.ts";
@@ -27,6 +27,10 @@ const msgpack = (options: SinkOptions): Sink => {
   let path = "";
   let lastFlush = 0;
   let timer: ReturnType<typeof setInterval> | undefined;
+  /** Bytes on disk, all whole records. */
+  let written = 0;
+  /** Set when a write failed (a full disk): the file keeps its whole records and takes no more. */
+  let failed: CpostError | undefined;
 
   const append = (record: RecordingRecord) => {
     const bytes = encoder.encodeSharedRef(record);
@@ -39,10 +43,37 @@ const msgpack = (options: SinkOptions): Sink => {
     used += bytes.length;
   };
   const flush = () => {
+    if (failed) throw failed;
     if (fd === undefined) return;
-    for (let off = 0; off < used; ) off += writeSync(fd, pending, off, used - off);
-    used = 0;
     lastFlush = performance.now();
+    try {
+      for (let off = 0; off < used; ) off += writeSync(fd, pending, off, used - off);
+      written += used;
+      used = 0;
+    } catch (cause) {
+      // Half a record at the end is what a crash leaves (the reader copes), but later records after it would not be: cut back and stop.
+      used = 0;
+      try {
+        ftruncateSync(fd, written);
+      } catch {
+        // the records written stay; only the cut failed
+      }
+      const code = (cause as NodeJS.ErrnoException).code;
+      failed = new CpostError("io", `cannot write ${path}: ${code === "ENOSPC" ? "no space left on device" : (cause as Error).message}; it keeps the ${written} bytes of whole records written before (cpost replay reads them), and no more`, {
+        file: path,
+        cause,
+        hint: "free space there, or give --msgpack-file / --metrics_dir on another file system",
+      });
+      throw failed;
+    }
+  };
+  // A failure in the background flush is thrown by the next hook, so the runner reports it.
+  const flushQuietly = () => {
+    try {
+      flush();
+    } catch {
+      // kept in `failed`
+    }
   };
 
   return {
@@ -58,13 +89,14 @@ const msgpack = (options: SinkOptions): Sink => {
       }
       append({ t: "run", v: RECORDING_VERSION, run });
       flush();
-      timer = setInterval(flush, FLUSH_MS);
+      timer = setInterval(flushQuietly, FLUSH_MS);
       timer.unref?.();
     },
     operatorStart(operator) {
       append({ t: "op", operator });
     },
     write(batch) {
+      if (failed) throw failed;
       if (fd === undefined) throw new CpostError("internal", "msgpack sink: write before start");
       let id = seriesIds.get(batch.columns);
       if (id === undefined) {
@@ -84,9 +116,12 @@ const msgpack = (options: SinkOptions): Sink => {
       if (fd === undefined) return;
       clearInterval(timer);
       append({ t: "end", result });
-      flush();
-      closeSync(fd);
-      fd = undefined;
+      try {
+        flush();
+      } finally {
+        closeSync(fd);
+        fd = undefined;
+      }
       (options.out ?? process.stdout).write(`Run recorded in ${path}\n`);
     },
   };

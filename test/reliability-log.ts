@@ -1,0 +1,80 @@
+/**
+ * What the reliability tests tried and what happened, kept as JSON under
+ * .cache/reliability/ (one file per test file, one entry per check, the
+ * latest run of each check winning) so that test/reliability-report.ts can
+ * render docs/reliability.md from the tests themselves.
+ */
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { REPO } from "./support.ts";
+
+/** Where the entries are kept. */
+export const RELIABILITY_DIR = join(REPO, ".cache/reliability");
+
+/** One check: what was done to cpost, what it did, and whether that is what it must do. */
+export interface ReliabilityEntry {
+  /** Fault, bad input, load and soak, or security. */
+  area: string;
+  tried: string;
+  happened: string;
+  result: "survived" | "FAILED";
+  /** ISO time of the run that recorded it. */
+  at: string;
+}
+
+function write(file: string, entries: Record<string, ReliabilityEntry>): void {
+  mkdirSync(RELIABILITY_DIR, { recursive: true });
+  const path = join(RELIABILITY_DIR, `${file}.json`);
+  // Renamed into place: a reader (or a test file running beside this one) never sees half a file.
+  const temp = `${path}.${process.pid}.tmp`;
+  writeFileSync(temp, `${JSON.stringify(entries, null, 2)}\n`);
+  renameSync(temp, path);
+}
+
+function read(file: string): Record<string, ReliabilityEntry> {
+  const path = join(RELIABILITY_DIR, `${file}.json`);
+  if (!existsSync(path)) return {};
+  try {
+    return JSON.parse(readFileSync(path, "utf8")) as Record<string, ReliabilityEntry>;
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * A recorder for one test file. `check(area, tried, body)` runs the body (a
+ * test's assertions), which returns what happened in words; the entry says
+ * "survived" when the body passed and "FAILED" with the error otherwise,
+ * and the error is thrown on so the test fails.
+ */
+export function defineReliabilityLog(file: string) {
+  return {
+    async check(area: string, tried: string, body: () => Promise<string> | string): Promise<void> {
+      const save = (happened: string, result: ReliabilityEntry["result"]) => {
+        const entries = read(file);
+        entries[tried] = { area, tried, happened, result, at: new Date().toISOString() };
+        write(file, entries);
+      };
+      let happened: string;
+      try {
+        happened = await body();
+      } catch (error) {
+        save(error instanceof Error ? error.message.split("\n")[0]! : String(error), "FAILED");
+        throw error;
+      }
+      save(happened, "survived");
+    },
+  };
+}
+
+/** Every entry recorded so far, by test file. */
+export function readReliabilityEntries(): Array<ReliabilityEntry & { file: string }> {
+  if (!existsSync(RELIABILITY_DIR)) return [];
+  const out: Array<ReliabilityEntry & { file: string }> = [];
+  for (const name of readdirSync(RELIABILITY_DIR)) {
+    if (!name.endsWith(".json")) continue;
+    const file = name.slice(0, -".json".length);
+    for (const entry of Object.values(read(file))) out.push({ ...entry, file });
+  }
+  return out;
+}
