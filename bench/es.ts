@@ -137,10 +137,10 @@ async function throughput(batches: SampleBatch[], perSecond: number, label: stri
   const flat = await throughput(batchesOf(batchMaker("flat-out", 0), docs), Infinity, "flat-out");
   console.log(`  cpost es sink, written as fast as possible:         ${rate(flat.docs, flat.ms)} = ${(flat.docs / (flat.ms / 1000) / baseRate).toFixed(2)}x baseline; ${flat.viaSpool} went through the spool (queue past its memory bound); stored ${flat.stored} of ${flat.docs}`);
   console.log(`    CPU per document: cpost ${((flat.cpuMs * 1000) / flat.docs).toFixed(1)} us (= ${Math.round(flat.docs / (flat.cpuMs / 1000)).toLocaleString("en-US")} docs per CPU-second, batch making included), test server ${((flat.serverMs * 1000) / flat.docs).toFixed(1)} us`);
-  console.log("  cpost es sink at a steady rate, 3 s each (kept up = nothing needed the spool):");
+  console.log("  cpost es sink at a steady rate, 3 s each (kept up = nothing needed the spool and >= 90 % of the rate was done by end()):");
   for (const target of [25_000, 50_000, 75_000, 100_000, 150_000]) {
     const r = await throughput(batchesOf(batchMaker(`paced-${target}`, 0), target * 3), target, `paced-${target}`);
-    const kept = r.viaSpool === 0 && r.stored === r.docs;
+    const kept = r.viaSpool === 0 && r.stored === r.docs && r.docs / (r.ms / 1000) >= 0.9 * target;
     console.log(`    ${target.toLocaleString("en-US").padStart(7)} docs/s asked: ${rate(r.docs, r.ms).padStart(14)} done (write -> end), ${String(r.viaSpool).padStart(6)} via the spool, stored ${r.stored} of ${r.docs}, CPU cpost ${Math.round((100 * r.cpuMs) / r.ms)} % / server ${Math.round((100 * r.serverMs) / r.ms)} %: ${kept ? "kept up" : "fell behind"}`);
   }
   console.log("  goal: >= 50,000 docs/s from one cpost");
