@@ -105,15 +105,13 @@ export function findContainerCgroup(target: Target, roots: CgroupRoots = {}): Co
   if (typeof layout === "string") return { unavailable: layout };
   // the hierarchy that must hold the container: memory on v1, the unified tree on v2
   const anchor = layout.version === 2 ? layout.unified! : layout.mounts.memory ?? Object.values(layout.mounts)[0]!;
-  // A pid read just as the container exits reports "/" (the host's root
-  // cgroup) for every controller: never take that for the container's.
-  const fromPid = new Map(
-    [...(target.pid > 0 ? pathsOfPid(procRoot, target.pid) : new Map<string, string>())].filter(
-      ([, path]) => target.kind === "host" || path !== "/",
-    ),
-  );
+  // A pid's own paths serve engines' custom parents, but only paths naming the
+  // container: a pid read as its container exits reports "/" (the host's
+  // root), and a pid reused by then belongs to someone else's cgroup.
+  const named = (path: string): boolean => (target.kind === "host" ? true : path.includes(target.containerId) && target.containerId !== "");
+  const fromPid = new Map([...(target.pid > 0 ? pathsOfPid(procRoot, target.pid) : new Map<string, string>())].filter(([, path]) => named(path)));
   const pidPath = layout.version === 2 ? fromPid.get("") : fromPid.get("memory") ?? fromPid.get(V1_CONTROLLERS.find((c) => fromPid.has(c)) ?? "");
-  const candidates = target.kind === "host" ? [""] : [...(pidPath && pidPath !== "/" ? [pidPath] : []), ...candidatePaths(target)];
+  const candidates = target.kind === "host" ? [""] : [...candidatePaths(target), ...(pidPath ? [pidPath] : [])];
   const relative = candidates.find((p) => existsSync(join(anchor, p)));
   if (relative === undefined) {
     return {
@@ -123,12 +121,13 @@ export function findContainerCgroup(target: Target, roots: CgroupRoots = {}): Co
   const v1: Partial<Record<V1Controller, string>> = {};
   if (layout.version === 1) {
     for (const [controller, mount] of Object.entries(layout.mounts) as Array<[V1Controller, string]>) {
-      const path = join(mount, fromPid.get(controller) ?? relative);
-      if (existsSync(path)) v1[controller] = path;
+      const path = [join(mount, relative), ...(fromPid.has(controller) ? [join(mount, fromPid.get(controller)!)] : [])].find((p) => existsSync(p));
+      if (path) v1[controller] = path;
     }
   }
-  const unifiedPath = layout.unified ? join(layout.unified, fromPid.get("") ?? relative) : undefined;
-  const unified = unifiedPath && existsSync(unifiedPath) ? unifiedPath : undefined;
+  const unified = layout.unified
+    ? [join(layout.unified, relative), ...(fromPid.has("") ? [join(layout.unified, fromPid.get("")!)] : [])].find((p) => existsSync(p))
+    : undefined;
   return { version: layout.version, v1, unified, relative: relative || "/" };
 }
 

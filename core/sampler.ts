@@ -127,6 +127,16 @@ export class Sampler {
     } else this.#startWorker();
   }
 
+  /**
+   * Blocks (up to 10 s) until sampling can start at once: the worker thread
+   * is up, or the main-thread fallback chosen. The first watch() does this
+   * itself; calling it at run start, before the first container starts,
+   * keeps the worker's start-up out of a short operator's first samples.
+   */
+  ready(): void {
+    if (!this.#closed) this.#ready();
+  }
+
   /** Opens every collector's probe on the target and starts sampling it at once (first row taken before this returns). */
   watch(target: Target): Watch {
     if (this.#closed) throw new CpostError("internal", "watch() after the sampler was closed");

@@ -185,16 +185,27 @@ describe("cgroup v2 (real v2 files)", () => {
     }
   });
 
-  test("with a pid, /proc/<pid>/cgroup names the directory, wherever the engine put it", () => {
+  test("with a pid, /proc/<pid>/cgroup finds a custom parent, but only a path that names the container", () => {
     const roots = copyOfFixture();
-    const custom = join(roots.cgroupRoot, "my-parent.slice", "ctr");
+    const id = "f".repeat(64);
+    const custom = join(roots.cgroupRoot, "my-parent.slice", `ctr-${id}`);
     mkdirSync(join(roots.cgroupRoot, "my-parent.slice"));
     cpSync(roots.dir, custom, { recursive: true });
-    mkdirSync(join(roots.procRoot, "4242"));
-    writeFileSync(join(roots.procRoot, "4242", "cgroup"), "0::/my-parent.slice/ctr\n");
-    const probe = openProbe(target("f".repeat(64), { pid: 4242 }), roots);
+    const pidSays = (pid: string, path: string) => {
+      mkdirSync(join(roots.procRoot, pid));
+      writeFileSync(join(roots.procRoot, pid, "cgroup"), `0::${path}\n`);
+    };
+    pidSays("4242", `/my-parent.slice/ctr-${id}`);
+    const probe = openProbe(target(id, { pid: 4242 }), roots);
     expect(probe.source).toBe(`cgroup v2 ${custom}`);
     probe.close();
+    // a pid read as its container exits says "/"; a reused pid names someone else's cgroup
+    pidSays("4343", "/");
+    pidSays("4444", `/docker/${DOCKER_ID}`);
+    for (const pid of [4343, 4444]) {
+      const opened = createCgroupCollector(roots).open(target("e".repeat(64), { pid }));
+      expect(isUnavailable(opened)).toBe(true);
+    }
   });
 
   test("CPOST_CGROUP_ROOT and CPOST_PROC_ROOT move the built-in collector's roots", () => {
