@@ -11,6 +11,7 @@ import { readlinkSync } from "node:fs";
 import { setPriority } from "node:os";
 import { receiveMessageOnPort, type MessagePort } from "node:worker_threads";
 import { builtinCollectors } from "../collectors/index.ts";
+import { createPluginCollector } from "./plugin-loader.ts";
 import { defineSamplingCore, epochNow, type CoreEvent } from "./sampler-core.ts";
 import { CTRL, type WorkerCommand, type WorkerInit, type WorkerMessage } from "./sampler.ts";
 import type { Collector } from "./types.ts";
@@ -23,6 +24,8 @@ type CollectorModule = { default?: Collector; create?: (options: Record<string, 
 
 async function build(recipe: NonNullable<Collector["portable"]>): Promise<Collector> {
   const load = builtinCollectors[recipe.module];
+  // a plugin file: loaded, checked and wrapped as on the main thread
+  if (!load && recipe.module.startsWith("file:")) return createPluginCollector(recipe.module, recipe.options);
   const mod = (load ? await load() : await import(recipe.module)) as CollectorModule;
   const collector = recipe.options && mod.create ? mod.create(recipe.options) : mod.default;
   if (!collector) throw new Error(`${recipe.module} exports neither create() nor a default collector`);

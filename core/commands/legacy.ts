@@ -8,6 +8,7 @@ import { defineCommand } from "citty";
 import { builtinCollectors, DEFAULT_COLLECTORS } from "../../collectors/index.ts";
 import { builtinSinks } from "../../plugins/index.ts";
 import { CpostError } from "../errors.ts";
+import { loadPlugins, scanPluginFlags } from "../plugin-loader.ts";
 import { available, executeRun, parseFlags, parseForce } from "./run.ts";
 
 export default defineCommand({
@@ -19,13 +20,19 @@ export default defineCommand({
     models_dir: { type: "string", description: "directory for Triton models, required if pipeline uses Triton", valueHint: "MODELS_DIR" },
     verbose: { type: "boolean", alias: "v", description: "verbose output (DEBUG level). If not specified, default output is INFO level." },
     force: { type: "string", description: "force continue or stop when operator failure occurs. (default: none, which will prompt the user for each failure).", valueHint: "none|cont|stop" },
+    "collector-plugin": { type: "string", description: "also sample with this collector plugin file (repeatable; options --<name>-<option> VALUE)", valueHint: "./my-collector.ts" },
+    "sink-plugin": { type: "string", description: "also write to this sink plugin file (repeatable)", valueHint: "./my-sink.ts" },
   },
   async run({ rawArgs }) {
-    const { positionals, flags } = parseFlags(rawArgs, {
+    // only the plugins named here: the original's form has no --collectors/--sinks to pick CPOST_PLUGIN_PATH's by name
+    const plugins = await loadPlugins(scanPluginFlags(rawArgs));
+    const { positionals, flags, sinkOptions } = parseFlags(rawArgs, {
       values: ["metrics_dir", "models_dir"],
       booleans: ["verbose"],
       optionalValues: ["force"],
       aliases: { v: "verbose" },
+      repeated: ["collector-plugin", "sink-plugin"],
+      ...(plugins.plugins.length > 0 ? { sinkPrefixes: plugins.plugins.map((p) => p.name) } : {}),
     });
     if (positionals.length !== 2) {
       throw new CpostError("usage", `expected <pipeline_path> <input_dir> (got ${positionals.length} argument${positionals.length === 1 ? "" : "s"}: ${positionals.join(" ") || "none"})`, {
@@ -43,11 +50,12 @@ export default defineCommand({
       verbose: flags.verbose === true,
       quiet: false,
       keepOutputs: false,
-      collectors: available(DEFAULT_COLLECTORS, builtinCollectors, "collector"),
+      collectors: [...available(DEFAULT_COLLECTORS, builtinCollectors, "collector"), ...plugins.enabled("collector")],
       // CSV first: the original printed where the CSV went before the operator's summary table.
-      sinks: available(metricsDir ? ["csv", "table"] : ["table"], builtinSinks, "sink"),
+      sinks: [...available(metricsDir ? ["csv", "table"] : ["table"], builtinSinks, "sink"), ...plugins.enabled("sink")],
       intervalMs: 10,
-      sinkOptions: {},
+      sinkOptions,
+      plugins,
     });
   },
 });

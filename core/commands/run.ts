@@ -5,12 +5,14 @@
  */
 import { defineCommand, type ArgsDef } from "citty";
 import { dirname, resolve } from "node:path";
-import { builtinCollectors, DEFAULT_COLLECTORS, loadCollectors } from "../../collectors/index.ts";
-import { builtinSinks, loadSinkFactories, sinkName } from "../../plugins/index.ts";
+import { builtinCollectors, DEFAULT_COLLECTORS } from "../../collectors/index.ts";
+import { builtinSinks, sinkName } from "../../plugins/index.ts";
 import { CpostError, EXIT } from "../errors.ts";
 import { loadPipeline } from "../pipeline.ts";
+import { loadPlugins, PLUGIN_PATH_ENV, resolveCollectors, resolveSinkFactories, scanPluginFlags, type PluginSet } from "../plugin-loader.ts";
 import { checkInputs, interruptSignals, runPipeline } from "../runner.ts";
 import type { Sink } from "../types.ts";
+import { SIZING_ARGS, SIZING_BOOLEAN_FLAGS, SIZING_VALUE_FLAGS, sizingRequestOf, type SizingRequest } from "../limits.ts";
 
 /** What one run was asked for, from either command form. */
 export interface RunRequest {
@@ -26,9 +28,15 @@ export interface RunRequest {
   sinks: string[];
   intervalMs: number;
   record?: string;
+  /** Sizing policy, --repeat, --enforce-requests, --retry-oom (core/limits.ts); absent: one run, CPOST's rule. */
+  sizing?: SizingRequest;
+  /** An extra sink fed with the run (the --repeat and `cpost size` bookkeeping, core/repeat.ts). */
+  observer?: Sink;
   tritonImage?: string;
-  /** `--<sink>-<option> value` flags, keyed `<sink>-<option>`. */
+  /** `--<sink>-<option> value` flags, keyed `<sink>-<option>` (also a collector plugin's `--<collector>-<option>`). */
   sinkOptions: Record<string, string>;
+  /** Loaded plugins whose names `collectors` and `sinks` may use. */
+  plugins?: PluginSet;
 }
 
 /** Parses `--interval`: "5ms", "1s", "0.5s" or a bare number of ms; 1 ms to 60 s. */
@@ -59,6 +67,8 @@ interface FlagSpec {
   booleans: string[];
   /** Flags whose value is optional (taken only when the next word is not a flag). */
   optionalValues?: string[];
+  /** Flags that take a value and may be given more than once (their values in `lists`). */
+  repeated?: string[];
   /** Accept `--<sink>-<option> value` for these sinks (names and aliases). */
   sinkPrefixes?: string[];
   aliases?: Record<string, string>;
@@ -69,11 +79,13 @@ interface FlagSpec {
  * pass-through `--<sink>-<option> value` flags, and the original's bare
  * `--force` takes no value.
  */
-export function parseFlags(raw: string[], spec: FlagSpec): { positionals: string[]; flags: Record<string, string | true>; sinkOptions: Record<string, string> } {
+export function parseFlags(raw: string[], spec: FlagSpec): { positionals: string[]; flags: Record<string, string | true>; sinkOptions: Record<string, string>; lists?: Record<string, string[]> } {
   const canon = (name: string) => name.replace(/_/g, "-");
   const values = new Set(spec.values.map(canon));
   const booleans = new Set(spec.booleans.map(canon));
   const optional = new Set((spec.optionalValues ?? []).map(canon));
+  const repeated = new Set((spec.repeated ?? []).map(canon));
+  const lists: Record<string, string[]> = {};
   const positionals: string[] = [];
   const flags: Record<string, string | true> = {};
   const sinkOptions: Record<string, string> = {};
@@ -100,6 +112,7 @@ export function parseFlags(raw: string[], spec: FlagSpec): { positionals: string
     };
     if (booleans.has(name)) flags[name] = true;
     else if (values.has(name)) flags[name] = takeValue();
+    else if (repeated.has(name)) (lists[name] ??= []).push(takeValue());
     else if (optional.has(name)) {
       if (inline !== undefined) flags[name] = inline;
       else if (next !== undefined && spec.optionalValues!.length > 0 && OPTIONAL_VALUES.includes(next)) flags[name] = raw[++i]!;
@@ -117,18 +130,19 @@ export function parseFlags(raw: string[], spec: FlagSpec): { positionals: string
       });
     }
   }
-  return { positionals, flags, sinkOptions };
+  return { positionals, flags, sinkOptions, ...(spec.repeated ? { lists } : {}) };
 }
 
 /** Runs a pipeline as asked; the exit code (0 all succeeded, 1 an operator failed or was skipped). */
 export async function executeRun(request: RunRequest): Promise<number> {
+  if ((request.sizing?.repeat ?? 1) > 1) return (await import("../repeat.ts")).executeRepeated(request);
   const { pipeline, warnings } = loadPipeline(request.pipeline);
   for (const w of warnings) process.stderr.write(`warning: ${w.file}:${w.line}:${w.column}: ${w.message}\n`);
   // Before any sink creates a file or the engine is asked anything.
   checkInputs({ pipeline, inputDir: request.input, metricsDir: request.metricsDir, modelsDir: request.modelsDir });
   if (request.record !== undefined) checkInputs({ pipeline, inputDir: request.input, metricsDir: dirname(resolve(request.record)) });
 
-  const collectors = await loadCollectors(request.collectors);
+  const collectors = await resolveCollectors(request.collectors, request.plugins, request.sinkOptions);
   const sinkNames = [...request.sinks];
   const sinkOptions: Record<string, string | undefined> = { ...request.sinkOptions };
   if (request.record !== undefined) {
@@ -137,9 +151,10 @@ export async function executeRun(request: RunRequest): Promise<number> {
   }
   if (!request.quiet && process.stderr.isTTY && "progress" in builtinSinks && !sinkNames.includes("progress")) sinkNames.push("progress");
   const sinks: Sink[] = [];
-  for (const { name, factory } of await loadSinkFactories(sinkNames)) {
+  for (const { name, factory } of await resolveSinkFactories(sinkNames, request.plugins)) {
     sinks.push(await factory({ metricsDir: request.metricsDir, options: sinkOptions, ...(name === "progress" ? {} : { out: process.stdout }) }));
   }
+  if (request.observer) sinks.push(request.observer);
 
   const interrupt = interruptSignals((name) => process.stderr.write(`\n${name}: stopping; cleaning up (press Ctrl-C again to force)\n`));
   try {
@@ -157,6 +172,7 @@ export async function executeRun(request: RunRequest): Promise<number> {
       quiet: request.quiet,
       keepOutputs: request.keepOutputs,
       tritonImage: request.tritonImage,
+      sizing: request.sizing,
       signal: interrupt.signal,
       forceSignal: interrupt.forceSignal,
     });
@@ -187,17 +203,22 @@ const args = {
   quiet: { type: "boolean", description: "no console lines but the sinks' output, warnings and errors" },
   "keep-outputs": { type: "boolean", description: "keep the operators' output directories and print where they are" },
   record: { type: "string", description: "also record the whole run into this msgpack file (for replay and report)", valueHint: "run.msgpack" },
+  ...SIZING_ARGS,
   "triton-image": { type: "string", description: "Triton server image (default nvcr.io/nvidia/tritonserver:20.07-v1-py3)", valueHint: "image:tag" },
+  "collector-plugin": { type: "string", description: `load a collector plugin file and use it (repeatable; its options: --<name>-<option> VALUE); ${PLUGIN_PATH_ENV} plugins are used when named in --collectors`, valueHint: "./my-collector.ts" },
+  "sink-plugin": { type: "string", description: `load a sink plugin file and use it (repeatable); ${PLUGIN_PATH_ENV} plugins are used when named in --sinks`, valueHint: "./my-sink.ts" },
 } satisfies ArgsDef;
 
 export default defineCommand({
   meta: { name: "run", description: "Run a pipeline's operators one at a time and measure what each uses, with chosen collectors and sinks." },
   args,
   async run({ rawArgs }) {
-    const sinkPrefixes = [...Object.keys(builtinSinks), "es"];
+    const plugins = await loadPlugins({ ...scanPluginFlags(rawArgs), pluginPath: process.env[PLUGIN_PATH_ENV] });
+    const sinkPrefixes = [...Object.keys(builtinSinks), "es", ...plugins.plugins.map((p) => p.name)];
     const { positionals, flags, sinkOptions } = parseFlags(rawArgs, {
-      values: ["collectors", "sinks", "interval", "metrics_dir", "models_dir", "record", "triton-image"],
-      booleans: ["verbose", "quiet", "keep-outputs"],
+      values: ["collectors", "sinks", "interval", "metrics_dir", "models_dir", "record", "triton-image", ...SIZING_VALUE_FLAGS],
+      repeated: ["collector-plugin", "sink-plugin"],
+      booleans: ["verbose", "quiet", "keep-outputs", ...SIZING_BOOLEAN_FLAGS],
       optionalValues: ["force"],
       aliases: { v: "verbose" },
       sinkPrefixes,
@@ -207,11 +228,16 @@ export default defineCommand({
     }
     const str = (name: string) => (typeof flags[name] === "string" ? (flags[name] as string) : undefined);
     const metricsDir = str("metrics-dir");
-    const sinks = flags.sinks !== undefined ? list(str("sinks")) : available(metricsDir ? ["table", "csv"] : ["table"], builtinSinks, "sink");
-    const collectors = flags.collectors !== undefined ? list(str("collectors")) : available(DEFAULT_COLLECTORS, builtinCollectors, "collector");
+    // plugins given by flag are used without being named again
+    const withEnabled = (names: string[], kind: "collector" | "sink") => [...names, ...plugins.enabled(kind).filter((n) => !names.includes(n))];
+    const sinks = withEnabled(flags.sinks !== undefined ? list(str("sinks")) : available(metricsDir ? ["table", "csv"] : ["table"], builtinSinks, "sink"), "sink");
+    const collectors = withEnabled(flags.collectors !== undefined ? list(str("collectors")) : available(DEFAULT_COLLECTORS, builtinCollectors, "collector"), "collector");
     for (const key of Object.keys(sinkOptions)) {
+      if (collectors.some((c) => plugins.collector(c) && key.startsWith(`${c}-`))) continue;
       if (!sinks.some((s) => key.startsWith(`${s}-`) || key.startsWith(`${sinkName(s)}-`))) {
-        throw new CpostError("usage", `--${key}: sink ${key.split("-")[0]} is not in --sinks`, { hint: `add it to --sinks, or drop --${key}` });
+        const owner = plugins.plugins.find((p) => key.startsWith(`${p.name}-`));
+        const what = owner ? `${owner.kind} ${owner.name} is not in --${owner.kind}s` : `sink ${key.split("-")[0]} is not in --sinks`;
+        throw new CpostError("usage", `--${key}: ${what}`, { hint: `add it to --${owner?.kind ?? "sink"}s, or drop --${key}` });
       }
     }
     return executeRun({
@@ -228,7 +254,9 @@ export default defineCommand({
       intervalMs: parseInterval(str("interval") ?? "10ms"),
       record: str("record"),
       tritonImage: str("triton-image"),
+      sizing: sizingRequestOf(flags),
       sinkOptions,
+      plugins,
     });
   },
 });
