@@ -70,6 +70,9 @@ export interface CollectorContext<O extends PluginOptions = PluginOptions> {
  * gone. A collector that throws is disabled for the rest of the run with one
  * warning. The plugin file is loaded a second time in the sampling thread,
  * so keep state inside `open`, not in module variables shared with sinks.
+ * `target.pid` may still be 0 at `open` (a watch begun as the container
+ * starts): cpost sets it on the same target object once the engine tells
+ * it, so a probe that needs the pid reads `target.pid` in `read`.
  */
 export interface CollectorPlugin<O extends PluginOptions = PluginOptions> {
   /** As users type it in `--collectors`: lowercase letters, digits and '-'. */

@@ -6,6 +6,7 @@ import { test } from "bun:test";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { compileArgv } from "../scripts/build.ts";
 
 export const REPO = resolve(import.meta.dir, "..");
 export const BUN = join(REPO, "node_modules/.bin/bun");
@@ -36,8 +37,8 @@ let binary: Promise<string> | undefined;
 export function compiledBinary(): Promise<string> {
   binary ??= (async () => {
     const out = join(mkdtempSync(join(tmpdir(), "cpost-bin-")), "cpost");
-    // the sampler's worker thread is a second entrypoint (see core/sampler-worker.ts)
-    const proc = Bun.spawn([BUN, "build", "--compile", join(REPO, "core/main.ts"), join(REPO, "core/sampler-worker.ts"), "--outfile", out], {
+    // built as `npm run build` builds the release (scripts/build.ts), so the tests test what ships
+    const proc = Bun.spawn(compileArgv(out), {
       cwd: REPO,
       stdout: "pipe",
       stderr: "pipe",

@@ -35,17 +35,20 @@ export default defineCollector({
   },
 
   open(target, { options }) {
-    if (target.pid <= 0) return { unavailable: "the container's main process is not known (it exited before it could be watched)" };
-    const path = `${options["proc-root"]}/${target.pid}/status`;
-    let fd: number;
-    try {
-      fd = openSync(path, "r");
-    } catch (error) {
-      return { unavailable: `cannot open ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}` };
+    const root = options["proc-root"];
+    // the pid may come after open (a watch begun as the container starts): read follows target.pid
+    if (target.pid > 0) {
+      try {
+        closeSync(openSync(`${root}/${target.pid}/status`, "r"));
+      } catch (error) {
+        return { unavailable: `cannot open ${root}/${target.pid}/status: ${(error as NodeJS.ErrnoException).code ?? String(error)}` };
+      }
     }
-    // allocated once here: the hot path below only re-reads into it
+    // allocated once here: the hot path below only re-reads into them
     const text = Buffer.alloc(8192);
     const found = new Float64Array(FIELDS.length);
+    let fd = -1;
+    let fdPid = 0;
 
     /** Where line `start`'s key matches one of KEYS: that key's index, else -1. */
     const keyAt = (start: number, length: number): number => {
@@ -61,14 +64,20 @@ export default defineCollector({
 
     return {
       metrics: FIELDS.map(([, metric]) => metric),
-      source: `${options["proc-root"]}/<pid>/status of pid ${target.pid}`,
+      source: `${root}/<pid>/status of the container's main process`,
 
       read(out) {
+        if (target.pid <= 0) return true; // not known yet: its slots stay NaN, "not measured"
         let length: number;
         try {
+          if (fdPid !== target.pid) {
+            if (fd >= 0) closeSync(fd);
+            fd = openSync(`${root}/${target.pid}/status`, "r"); // once per pid, not per sample
+            fdPid = target.pid;
+          }
           length = readSync(fd, text, 0, text.length, 0);
         } catch {
-          return false; // ESRCH: the process is gone, its series ends here
+          return false; // ENOENT/ESRCH: the process is gone, its series ends here
         }
         if (length === 0) return false;
         found.fill(NaN);
@@ -90,7 +99,8 @@ export default defineCollector({
       },
 
       close() {
-        closeSync(fd);
+        if (fd >= 0) closeSync(fd);
+        fd = -1;
       },
     };
   },
