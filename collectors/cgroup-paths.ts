@@ -114,8 +114,13 @@ export function findContainerCgroup(target: Target, roots: CgroupRoots = {}): Co
   const candidates = target.kind === "host" ? [""] : [...candidatePaths(target), ...(pidPath ? [pidPath] : [])];
   const relative = candidates.find((p) => existsSync(join(anchor, p)));
   if (relative === undefined) {
+    // Where the engine will make it, in every hierarchy read here: runc makes one controller's
+    // directory after the other, so a probe opened once all exist sees the whole container.
+    const expected = candidates[0]!;
+    const dirs = layout.version === 2 ? [join(anchor, expected)] : Object.values(layout.mounts).map((mount) => join(mount, expected));
     return {
       unavailable: `no cgroup for container ${target.containerId.slice(0, 12)} under ${anchor}: it has exited already, or its engine put it elsewhere (looked at ${candidates.join(", ")})`,
+      ...(target.kind === "container" && target.containerId !== "" ? { waitFor: [...new Set(dirs)] } : {}),
     };
   }
   const v1: Partial<Record<V1Controller, string>> = {};

@@ -54,7 +54,9 @@ function openProbe(shared: Shared, target: Target, procRoot: string): Probe {
   const container = target.kind === "container" && target.containerId !== "";
   const width = DEVICE_METRICS.length + (container ? PROCESS_METRICS.length : 0);
   const ownership = defineOwnership(procRoot, target.containerId);
-  const alivePath = container && target.pid > 0 ? `${procRoot}/${target.pid}` : "";
+  // the pid may come later (a watch begun before the container started): the path follows it
+  let alivePid = 0;
+  let alivePath = "";
   const held = devices.map(() => ({ gpu: NaN, memory: NaN, gpuSeenUs: 0, memorySeenUs: 0, ratesDueMs: -Infinity, sm: 0, smSeenUs: 0, smAtMs: 0 }));
 
   /** True on success; otherwise marks the device lost or the call off, warning once. */
@@ -160,6 +162,10 @@ function openProbe(shared: Shared, target: Target, procRoot: string): Probe {
       ownership.nextRound();
       for (let k = 0; k < devices.length; k++) readDevice(k, out.values, out.base + k * width, out.monotonicMs);
       ownership.endRound();
+      if (container && target.pid !== alivePid) {
+        alivePid = target.pid;
+        alivePath = alivePid > 0 ? `${procRoot}/${alivePid}` : "";
+      }
       return alivePath === "" || existsSync(alivePath);
     },
     close() {},

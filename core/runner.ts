@@ -176,6 +176,7 @@ export async function runPipeline(options: RunOptions): Promise<RunResult> {
       void sinks.call("write", (s) => s.write(batch));
     },
   });
+  sampler.ready(); // the sampling thread's start-up, before the first container rather than in its first samples
   const results: OperatorResult[] = [];
   const summaries: OperatorSummary[] = [];
   const lateCleanups: Promise<unknown>[] = [];
@@ -298,8 +299,12 @@ async function runOperator(op: Operator, ctx: OperatorContext): Promise<Operator
 
   const limitMs = options.startTimeoutMs ?? START_TIMEOUT_MS;
   let id = "";
+  let watch: Watch | undefined;
   const attempt = (async () => {
     id = await engine.createContainer(spec, signal);
+    // Watched before it starts: the sampler opens its cgroup the moment runc makes it, so an
+    // operator of a few milliseconds, gone before start() returns, still has samples.
+    watch = ctx.sampler.watch({ kind: "container", containerId: id, pid: 0, engine: engine.info.engine, cgroupDriver: engine.info.cgroupDriver, operator: op.name }, { pending: true });
     await engine.startContainer(id, signal);
   })();
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -307,12 +312,13 @@ async function runOperator(op: Operator, ctx: OperatorContext): Promise<Operator
   try {
     if ((await Promise.race([attempt, late])) === "late") {
       // The engine may still make it: remove it whenever it does, so it cannot outlive the run.
-      ctx.lateCleanups.push(attempt.then(() => undefined, () => undefined).then(() => (id ? engine.removeContainer(id, { force: true }) : undefined)).catch(() => undefined));
+      ctx.lateCleanups.push(attempt.then(() => undefined, () => undefined).then(() => (watch?.stop(), id ? engine.removeContainer(id, { force: true }) : undefined)).catch(() => undefined));
       const why = `its container could not be created and started within ${limitMs / 1000} s (the original CPOST's exit code -15)`;
       log.info(`Operator ${op.name} failed: ${why}`);
       return { ...base, containerId: id, status: "failed", exitCode: null, reason: why, endedAtMs: Date.now() };
     }
   } catch (thrown) {
+    watch?.stop();
     if (id) await engine.removeContainer(id, { force: true, signal: cleanupSignal(options.forceSignal) }).catch(() => undefined);
     if (signal.aborted) return { ...base, containerId: id, status: "interrupted", exitCode: null, reason: "interrupted before it started", endedAtMs: Date.now() };
     const why = `the engine could not start its container: ${asCpostError(thrown).message}`;
@@ -323,13 +329,12 @@ async function runOperator(op: Operator, ctx: OperatorContext): Promise<Operator
   }
   log.info(`The container id is: ${id}`);
 
-  let watch: Watch | undefined;
   try {
     const state = await engine.inspectContainer(id, signal);
-    watch = ctx.sampler.watch({ kind: "container", containerId: id, pid: state.pid, engine: engine.info.engine, cgroupDriver: engine.info.cgroupDriver, operator: op.name });
-    for (const source of watch.sources) log.debug(`Sampling ${op.name}: ${source}`);
+    watch!.setPid(state.pid);
     const exit = await engine.waitContainer(id, signal);
-    await watch.finish(FINISH_GRACE_MS);
+    await watch!.finish(FINISH_GRACE_MS);
+    for (const source of watch!.sources) log.debug(`Sampled ${op.name}: ${source}`);
     // Removed from outside (`docker rm -f`): its exit code is all there is left to know.
     const after = await engine.inspectContainer(id, signal).catch((e: unknown) => {
       if (engineAnswer(e)?.status === 404) return { oomKilled: false, removed: true };

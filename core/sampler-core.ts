@@ -4,12 +4,14 @@
  * of them, batches, and the achieved-interval histogram. It never waits or
  * sleeps itself; its driver calls `tick()` at `nextDue()`.
  */
+import { existsSync } from "node:fs";
 import { pluginError } from "./errors.ts";
 import { columnKey, isUnavailable, type Collector, type MetricBuffer, type MetricColumn, type Probe, type Target } from "./types.ts";
 
 /** What the core reports to its driver, in order. */
 export type CoreEvent =
   | { type: "batch"; id: number; rows: number; timestampMs: Float64Array; monotonicMs: Float64Array; values: Float64Array }
+  | { type: "opened"; id: number; columns: MetricColumn[]; sources: string[] }
   | { type: "finished"; id: number; sources: string[]; samples: number }
   | { type: "warning"; message: string };
 
@@ -94,6 +96,10 @@ interface Series {
   batchStartMs: number;
   state: "sampling" | "finishing" | "ended";
   deadlineMs: number;
+  /** A pending watch whose probes are not open yet: every path here must exist before they are opened again. */
+  waitFor: readonly string[] | null;
+  /** Why the last attempt to open could not, for the note when the container never showed up. */
+  waitReason: string;
 }
 
 /** Builds the sampling core over the given collectors. */
@@ -194,42 +200,91 @@ export function defineSamplingCore(options: CoreOptions) {
     emit({ type: "finished", id: s.id, sources, samples: s.total });
   };
 
+  /**
+   * Opens every collector on the series' target, filling its probes and
+   * buffers; returns the columns. With `pending`, a collector that says which
+   * paths would make it available (`waitFor`) puts the whole series on hold
+   * instead: what opened is closed again and nothing is said.
+   */
+  const open = (s: Series, pending: boolean): MetricColumn[] => {
+    const probes: OpenProbe[] = [];
+    const columns: MetricColumn[] = [];
+    const keys = new Set<string>();
+    const unavailable: Array<[string, string]> = [];
+    let waitFor: string[] | null = null;
+    for (const collector of collectors) {
+      let opened: ReturnType<Collector["open"]>;
+      try {
+        opened = collector.open(s.target);
+      } catch (e) {
+        warn(pluginError(collector.name, "open", e).message);
+        continue;
+      }
+      if (isUnavailable(opened)) {
+        if (pending && opened.waitFor && opened.waitFor.length > 0) {
+          (waitFor ??= []).push(...opened.waitFor);
+          s.waitReason = `${collector.name}: ${opened.unavailable}`;
+        } else unavailable.push([collector.name, opened.unavailable]);
+        continue;
+      }
+      probes.push({ collector: collector.name, probe: opened, offset: columns.length, width: opened.metrics.length, live: true });
+      for (const spec of opened.metrics) {
+        let key = columnKey(spec);
+        if (keys.has(key)) key = `${key}@${collector.name}`;
+        keys.add(key);
+        columns.push({ ...spec, key, collector: collector.name });
+      }
+    }
+    if (waitFor !== null) {
+      for (const p of probes) closeProbe(p);
+      s.waitFor = waitFor;
+      return [];
+    }
+    for (const [name, why] of unavailable) {
+      if (!saidUnavailable.has(name)) warn(`${name}: not available: ${why}`);
+      saidUnavailable.add(name);
+    }
+    s.waitFor = null;
+    s.probes = probes;
+    s.width = columns.length;
+    allocate(s, Math.ceil(batchMs / intervalMs) + 8);
+    return columns;
+  };
+
+  /** A pending series' next try: opens its probes and takes the first row at once; false while it still waits. */
+  const openNow = (s: Series, now: number): boolean => {
+    const columns = open(s, true);
+    if (s.waitFor !== null) return false;
+    emit({ type: "opened", id: s.id, columns, sources: sourcesOf(s) });
+    if (s.probes.length === 0 || !sample(s, now)) {
+      if (s.state === "finishing") finalize(s);
+      else end(s);
+    }
+    return true;
+  };
+
+  /** True when every path a pending series waits for exists (a stat each, nothing allocated). */
+  const arrived = (paths: readonly string[]): boolean => {
+    for (let i = 0; i < paths.length; i++) if (!existsSync(paths[i]!)) return false;
+    return true;
+  };
+
 
   return {
-    /** Opens every collector's probe on the target and takes the first sample at once. */
-    watch(id: number, target: Target): SeriesShape {
-      const probes: OpenProbe[] = [];
-      const columns: MetricColumn[] = [];
-      const keys = new Set<string>();
-      for (const collector of collectors) {
-        let opened: ReturnType<Collector["open"]>;
-        try {
-          opened = collector.open(target);
-        } catch (e) {
-          warn(pluginError(collector.name, "open", e).message);
-          continue;
-        }
-        if (isUnavailable(opened)) {
-          if (!saidUnavailable.has(collector.name)) warn(`${collector.name}: not available: ${opened.unavailable}`);
-          saidUnavailable.add(collector.name);
-          continue;
-        }
-        probes.push({ collector: collector.name, probe: opened, offset: columns.length, width: opened.metrics.length, live: true });
-        for (const spec of opened.metrics) {
-          let key = columnKey(spec);
-          if (keys.has(key)) key = `${key}@${collector.name}`;
-          keys.add(key);
-          columns.push({ ...spec, key, collector: collector.name });
-        }
-      }
-      const capacity = Math.ceil(batchMs / intervalMs) + 8;
+    /**
+     * Opens every collector's probe on the target and takes the first sample
+     * at once. A pending watch (the container is created, not yet started)
+     * whose collectors wait for paths to appear opens nothing yet: each tick
+     * looks for those paths, and the probes open, all together so the series
+     * keeps one shape, the moment they are there ("opened" event).
+     */
+    watch(id: number, target: Target, pending = false): SeriesShape {
       const s: Series = {
-        id, target, probes, width: columns.length, rows: 0, total: 0, capacity: 0,
+        id, target, probes: [], width: 0, rows: 0, total: 0, capacity: 0,
         values: new Float64Array(0), timestampMs: new Float64Array(0), monotonicMs: new Float64Array(0),
         buffer: { values: new Float64Array(0), base: 0, monotonicMs: 0 },
-        lastSampleMs: -Infinity, batchStartMs: 0, state: "sampling", deadlineMs: Infinity,
+        lastSampleMs: -Infinity, batchStartMs: 0, state: "sampling", deadlineMs: Infinity, waitFor: null, waitReason: "",
       };
-      allocate(s, capacity);
       const now = epochNow();
       if (sampling.length === 0) {
         anchorMs = now;
@@ -237,8 +292,17 @@ export function defineSamplingCore(options: CoreOptions) {
       }
       series.set(id, s);
       sampling.push(s);
-      if (probes.length === 0 || !sample(s, now)) end(s);
+      const columns = open(s, pending);
+      if (s.waitFor === null && (s.probes.length === 0 || !sample(s, now))) end(s);
       return { columns, sources: sourcesOf(s) };
+    },
+
+    /** The container's pid, once known: probes that need it read it from the target; a pending series tries to open now. */
+    setPid(id: number, pid: number): void {
+      const s = series.get(id);
+      if (!s) return;
+      s.target.pid = pid;
+      if (s.waitFor !== null && s.state !== "ended") openNow(s, epochNow());
     },
 
     /** Keeps sampling until every probe reports its target gone or `graceMs` passes, then flushes and reports "finished". */
@@ -246,6 +310,12 @@ export function defineSamplingCore(options: CoreOptions) {
       const s = series.get(id);
       if (!s) return;
       if (s.state === "ended") return finalize(s);
+      if (s.waitFor !== null && !openNow(s, epochNow())) {
+        // the container ended without its cgroup ever being seen: a failed start, or gone between two ticks
+        warn(`${s.target.operator || s.target.containerId.slice(0, 12)}: never saw its cgroup, so it has no samples (${s.waitReason})`);
+        return finalize(s);
+      }
+      if ((s.state as Series["state"]) === "ended") return finalize(s); // opened just now and already gone
       s.state = "finishing";
       s.deadlineMs = epochNow() + graceMs;
     },
@@ -272,6 +342,10 @@ export function defineSamplingCore(options: CoreOptions) {
       lastTickMs = now;
       for (let i = sampling.length - 1; i >= 0; i--) {
         const s = sampling[i]!; // backwards: ending a series removes it from the list
+        if (s.waitFor !== null) {
+          if (arrived(s.waitFor)) openNow(s, now);
+          continue;
+        }
         const live = now - s.lastSampleMs >= intervalMs / 2 ? sample(s, now) : true;
         if (!live || (s.state === "finishing" && now >= s.deadlineMs)) {
           if (s.state === "finishing") finalize(s);

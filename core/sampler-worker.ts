@@ -68,7 +68,10 @@ function run(init: WorkerInit, collectors: Collector[], port: MessagePort): void
     try {
       switch (command.op) {
         case "watch":
-          reply(command.seq, core.watch(command.id, command.target));
+          reply(command.seq, core.watch(command.id, command.target, command.pending === true));
+          return true;
+        case "pid":
+          core.setPid(command.id, command.pid);
           return true;
         case "finish":
           core.finish(command.id, command.graceMs);

@@ -43,6 +43,8 @@ export interface Watch {
   readonly sources: string[];
   /** Rows delivered to onBatch so far. */
   readonly samples: number;
+  /** Gives a watch begun before the container started its init process's host pid (for collectors that use it). */
+  setPid(pid: number): void;
   /** The container exited: sample until every probe reports it gone (or graceMs, default 2000, passes), flush, close. */
   finish(graceMs?: number): Promise<void>;
   /** Interrupt: flush what was taken, close the probes, now. */
@@ -64,7 +66,8 @@ export interface WorkerInit {
 
 /** Main → worker. */
 export type WorkerCommand =
-  | { op: "watch"; seq: number; id: number; target: Target }
+  | { op: "watch"; seq: number; id: number; target: Target; pending?: boolean }
+  | { op: "pid"; seq: number; id: number; pid: number }
   | { op: "finish"; seq: number; id: number; graceMs: number }
   | { op: "stop"; seq: number; id: number }
   | { op: "intervals"; seq: number }
@@ -92,7 +95,8 @@ interface WatchState {
 
 /** A sampling engine: the core, here or behind the worker. */
 interface Engine {
-  watch(id: number, target: Target): SeriesShape;
+  watch(id: number, target: Target, pending: boolean): SeriesShape;
+  setPid(id: number, pid: number): void;
   finish(id: number, graceMs: number): void;
   stop(id: number): void;
   intervals(): IntervalReport;
@@ -137,13 +141,21 @@ export class Sampler {
     if (!this.#closed) this.#ready();
   }
 
-  /** Opens every collector's probe on the target and starts sampling it at once (first row taken before this returns). */
-  watch(target: Target): Watch {
+  /**
+   * Opens every collector's probe on the target and starts sampling it at
+   * once (first row taken before this returns). With `pending`, the
+   * container is created but not started (pid 0): the sampling thread looks
+   * for its cgroup on every tick and opens the probes the moment it appears,
+   * while the engine is still starting the process, so an operator of a few
+   * milliseconds still gets samples; `columns` and `sources` are empty until
+   * then. Give the pid with `setPid` once the engine tells it.
+   */
+  watch(target: Target, options: { pending?: boolean } = {}): Watch {
     if (this.#closed) throw new CpostError("internal", "watch() after the sampler was closed");
     const id = this.#nextId++;
     const state: WatchState = { id, target, shape: { columns: [], sources: [] }, samples: 0, finished: false, waiters: [] };
     this.#watches.set(id, state);
-    state.shape = this.#ready().watch(id, target);
+    state.shape = this.#ready().watch(id, target, options.pending === true);
     const self = this;
     return {
       target,
@@ -155,6 +167,9 @@ export class Sampler {
       },
       get samples() {
         return state.samples;
+      },
+      setPid(pid: number): void {
+        if (!state.finished && !self.#closed) self.#engine?.setPid(id, pid);
       },
       finish(graceMs = 2000): Promise<void> {
         if (state.finished || self.#closed) return Promise.resolve();
@@ -195,6 +210,10 @@ export class Sampler {
     if (event.type === "warning") return this.#warn(event.message);
     const state = this.#watches.get(event.id);
     if (!state) return;
+    if (event.type === "opened") {
+      state.shape = { columns: event.columns, sources: event.sources };
+      return;
+    }
     if (event.type === "batch") {
       state.samples += event.rows;
       const batch: SampleBatch = {
@@ -241,7 +260,8 @@ export class Sampler {
     };
     const then = <T>(result: T): T => (schedule(), result);
     return {
-      watch: (id, target) => then(core.watch(id, target)),
+      watch: (id, target, pending) => then(core.watch(id, target, pending)),
+      setPid: (id, pid) => then(core.setPid(id, pid)),
       finish: (id, graceMs) => then(core.finish(id, graceMs)),
       stop: (id) => then(core.stop(id)),
       intervals: () => core.intervals(),
@@ -314,7 +334,8 @@ export class Sampler {
     }
     const call = <T>(command: WorkerCommand): T => this.#call<T>(command);
     this.#engine = {
-      watch: (id, target) => call<SeriesShape>({ op: "watch", seq: 0, id, target }),
+      watch: (id, target, pending) => call<SeriesShape>({ op: "watch", seq: 0, id, target, pending }),
+      setPid: (id, pid) => void this.#send({ op: "pid", seq: 0, id, pid }),
       finish: (id, graceMs) => this.#send({ op: "finish", seq: 0, id, graceMs }),
       stop: (id) => call<null>({ op: "stop", seq: 0, id }) ?? undefined,
       intervals: () => call<IntervalReport>({ op: "intervals", seq: 0 }),

@@ -160,6 +160,13 @@ export interface Probe {
 /** Why a collector cannot watch a target here. */
 export interface Unavailable {
   unavailable: string;
+  /**
+   * Paths whose appearance would make the target available (a container's
+   * cgroup directories before it starts). A watch begun before the
+   * container's start opens again once all exist, instead of warning.
+   * Optional; absent = not available here, said once.
+   */
+  waitFor?: readonly string[];
 }
 
 /**

@@ -142,6 +142,17 @@ export async function executeRun(request: RunRequest): Promise<number> {
   checkInputs({ pipeline, inputDir: request.input, metricsDir: request.metricsDir, modelsDir: request.modelsDir });
   if (request.record !== undefined) checkInputs({ pipeline, inputDir: request.input, metricsDir: dirname(resolve(request.record)) });
 
+  // nvml is never in the defaults: named, it was asked for, and a run without it would not be what was asked
+  if (request.collectors.includes("nvml")) {
+    const nvml = await import("../../collectors/nvml.ts");
+    const availability = nvml.nvmlAvailability();
+    nvml.default.dispose?.(); // the check's handle; the sampling thread opens its own
+    if (!availability.ok) {
+      throw new CpostError("usage", `--collectors nvml: NVML is not available on this host: ${availability.reason}`, {
+        hint: "leave nvml out of --collectors to run without GPU metrics",
+      });
+    }
+  }
   const collectors = await resolveCollectors(request.collectors, request.plugins, request.sinkOptions);
   const sinkNames = [...request.sinks];
   const sinkOptions: Record<string, string | undefined> = { ...request.sinkOptions };
