@@ -80,7 +80,7 @@ export function pluginPathFiles(pluginPath: string | undefined): string[] {
       if (name.startsWith(".") || name === "node_modules") continue;
       const full = join(path, name);
       if (statSync(full).isDirectory()) {
-        const index = ["index.ts", "index.mts", "index.js", "index.mjs"].map((i) => join(full, i)).find((i) => existsSync(i));
+        const index = INDEX_FILES.map((i) => join(full, i)).find((i) => existsSync(i));
         if (index) files.push(index);
       } else if (PLUGIN_FILE.test(name) && !/\.d\.m?ts$|\.test\.|\.spec\./.test(name)) files.push(full);
     }
@@ -103,11 +103,19 @@ export function serveSdkModule(): void {
   });
 }
 
-/** Imports one plugin file and checks its default export; errors name the file as the user gave it. */
+const INDEX_FILES = ["index.ts", "index.mts", "index.js", "index.mjs"];
+
+/** A plugin directory's index file, or the path itself. */
+function entryOf(path: string): string {
+  if (!existsSync(path) || !statSync(path).isDirectory()) return path;
+  return INDEX_FILES.map((i) => join(path, i)).find((i) => existsSync(i)) ?? join(path, INDEX_FILES[0]!);
+}
+
+/** Imports one plugin file (or a directory's index file) and checks its default export; errors name the file as the user gave it. */
 export async function importPlugin(file: string, display = file): Promise<CollectorPlugin | SinkPlugin> {
-  const path = resolve(file);
+  const path = entryOf(resolve(file));
   const fail = (why: string, hint: string, cause?: unknown) => new CpostError("plugin", `plugin ${display}: ${why}`, { hint, cause });
-  if (!existsSync(path)) throw fail("cannot load: no such file", "check the path (relative paths are from the current directory)");
+  if (!existsSync(path)) throw fail(`cannot load: no such file${path === resolve(file) ? "" : ` (${path})`}`, "check the path (relative paths are from the current directory); a directory needs an index.ts or index.js");
   serveSdkModule();
   let module: { default?: unknown };
   try {
@@ -182,7 +190,8 @@ export async function loadPlugins(request: Partial<PluginFlags> & { pluginPath?:
   const plugins: LoadedPlugin[] = [];
   const byFile = new Map<string, LoadedPlugin>();
   for (const want of wanted) {
-    const file = existsSync(want.display) ? realpathSync(want.display) : resolve(want.display);
+    const entry = entryOf(resolve(want.display));
+    const file = existsSync(entry) ? realpathSync(entry) : entry;
     const known = byFile.get(file);
     if (known) {
       if (want.kind !== "any" && known.kind !== want.kind) throw wrongKind(want.display, known.kind);

@@ -8,15 +8,15 @@
  * sink contract; the loader's checks in-process.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { builtinSinks } from "../plugins/index.ts";
 import { BUILTIN_SINK_INFO, type PluginListing } from "../core/commands/plugins.ts";
 import { CpostError } from "../core/errors.ts";
 import { importPlugin, loadPlugins, optionValues, pluginPathFiles, scanPluginFlags, sinkFactoryOf } from "../core/plugin-loader.ts";
-import { sinkContract } from "./sinks-contract.ts";
-import { compiledBinary, dockerTest, REPO, runProcess } from "./support.ts";
+import { pluginSink, sinkContract } from "./contract.ts";
+import { BUN, compiledBinary, dockerTest, REPO, runProcess } from "./support.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "cpost-plugins-test-"));
 const bare = { PATH: "/usr/bin:/bin", HOME: dir, NODE_PATH: undefined, BUN_INSTALL: undefined, CPOST_PLUGIN_PATH: undefined };
@@ -138,7 +138,7 @@ describe("the compiled binary", () => {
       "run", pipeline, input, "--metrics_dir", metrics, "--sinks", "csv", "--force", "cont",
       "--collector-plugin", "./plugins/proc-status.ts", "--collector-plugin", "./flaky.ts",
       "--sink-plugin", "./plugins/webhook.ts", "--webhook-url", hook(),
-      "--sink-plugin", "./shout/index.js", "--sink-plugin", "./broken-sink.ts",
+      "--sink-plugin", "./shout", "--sink-plugin", "./broken-sink.ts",
     ]);
     expect(run.stderr).not.toContain("cannot run in the sampling thread");
     expect(run.code).toBe(0);
@@ -282,6 +282,11 @@ describe("the loader, in-process", () => {
     expect((error as CpostError).hint).toContain("export default defineCollector");
   });
 
+  test("docs/plugins.md shows the example plugins as they are", () => {
+    const doc = readFileSync(join(REPO, "docs/plugins.md"), "utf8");
+    for (const example of ["proc-status.ts", "webhook.ts"]) expect(doc).toContain(`\`\`\`ts\n${readFileSync(join(REPO, "examples/plugins", example), "utf8")}\`\`\``);
+  });
+
   test("every built-in sink is described for `cpost plugins`, and each option listed is one its source reads", () => {
     expect(Object.keys(BUILTIN_SINK_INFO).sort()).toEqual(Object.keys(builtinSinks).sort());
     const sources = readdirSync(join(REPO, "plugins")).map((f) => readFileSync(join(REPO, "plugins", f), "utf8")).join("\n");
@@ -297,14 +302,41 @@ const contractEvents: Array<{ event: string; samples?: number }> = [];
 let contractServer: ReturnType<typeof Bun.serve> | undefined;
 sinkContract(
   "webhook (example plugin)",
-  async (ctx) => {
+  (ctx) => {
     contractEvents.length = 0;
     contractServer ??= Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: async (r) => (contractEvents.push((await r.json()) as { event: string }), new Response("ok")) });
-    const plugins = await loadPlugins({ sinkFiles: [join(REPO, "examples/plugins/webhook.ts")] });
-    return sinkFactoryOf(plugins.sink("webhook")!)({ metricsDir: ctx.dir, out: ctx.out, options: { "webhook-url": `http://127.0.0.1:${contractServer.port}/contract` } });
+    return pluginSink(join(REPO, "examples/plugins/webhook.ts"), ctx, { url: `http://127.0.0.1:${contractServer.port}/contract` });
   },
   { samplesKept: () => contractEvents.reduce((sum, e) => sum + (e.event === "operator" ? e.samples! : 0), 0) },
 );
+
+dockerTest("a plugin author runs the contract suites on their own plugins with `bun test`, importing cpost/contract", async () => {
+  const author = join(dir, "author");
+  mkdirSync(join(author, "node_modules"), { recursive: true });
+  symlinkSync(REPO, join(author, "node_modules/cpost")); // as `bun add -d cpost` would, without a registry
+  copyFileSync(files.procStatus, join(author, "proc-status.ts"));
+  copyFileSync(files.webhook, join(author, "webhook.ts"));
+  write(
+    join(author, "plugins.test.ts"),
+    `import { afterAll } from "bun:test";
+import { collectorContract, containerTarget, pluginCollector, pluginSink, sinkContract } from "cpost/contract";
+const events: Array<{ event: string; samples: number }> = [];
+const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: async (r) => (events.push(await r.json()), new Response("ok")) });
+afterAll(() => server.stop(true));
+collectorContract("proc-status", () => pluginCollector(import.meta.dir + "/proc-status.ts"), { target: () => containerTarget() });
+sinkContract("webhook", (ctx) => ((events.length = 0), pluginSink(import.meta.dir + "/webhook.ts", ctx, { url: "http://127.0.0.1:" + server.port + "/" })), {
+  samplesKept: () => events.filter((e) => e.event === "operator").reduce((sum, e) => sum + e.samples, 0),
+});
+`,
+  );
+  const run = await runProcess([BUN, "test", "plugins.test.ts"], { cwd: author });
+  const report = run.stdout + run.stderr;
+  expect(report).toContain("collector contract: proc-status > the target goes away");
+  expect(report).toContain("sink contract: webhook > a very long operator");
+  expect(report).toMatch(/\b12 pass\b/);
+  expect(report).toMatch(/\b0 fail\b/);
+  expect(run.code).toBe(0);
+});
 
 test("a webhook that answers 503: the sink throws, naming the answer", async () => {
   const plugins = await loadPlugins({ sinkFiles: [join(REPO, "examples/plugins/webhook.ts")] });
