@@ -8,8 +8,12 @@ import { mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CpostError } from "../core/errors.ts";
+import { isCollection, isPair, isScalar, parseDocument, type Node } from "yaml";
 import { OPERATOR_NAME, parsePipeline, type ParsedPipeline } from "../core/pipeline.ts";
+import { defineReliabilityLog } from "./reliability-log.ts";
 import { compiledBinary, REPO, runProcess } from "./support.ts";
+
+const log = defineReliabilityLog("fuzz-validate");
 
 const BASE = await Bun.file(join(REPO, "examples/diamond/pipeline.yaml")).text();
 
@@ -138,15 +142,45 @@ function runCase(text: string, label: string): "valid" | "error" {
 }
 
 describe("fuzzed pipeline files", () => {
-  test("3000 mutated pipelines each end in a clear error or a valid pipeline", () => {
+  test("3000 mutated pipelines each end in a clear error or a valid pipeline", () =>
+    log.check("Bad input", "3000 pipeline files mutated from the example (seeded: hostile values, `../` paths, control characters, alias loops, noise, truncation, deep nesting)", () => {
     const counts = { valid: 0, error: 0 };
     for (let seed = 1; seed <= 3000; seed++) counts[runCase(mutate(BASE, prng(seed)), `seed-${seed}`)]++;
     // Both outcomes must occur, or the mutator is not exercising the checker.
     expect(counts.valid).toBeGreaterThan(50);
     expect(counts.error).toBeGreaterThan(1000);
-  }, 120_000);
+    return `${counts.error} ended in a clear input error naming the file and line, ${counts.valid} in a pipeline that is valid in every respect; no crash, none took over 5 s`;
+  }), 120_000);
 
-  test("hand-made hostile files", () => {
+  test("a wrong type at every key of the example: each ends in a clear error or a valid pipeline", () =>
+    log.check("Bad input", "Every key of the example pipeline given each wrong type in turn (numbers, booleans, null, empty and long strings, lists, maps)", () => {
+      const wrong: unknown[] = [7, -1, 1.5, true, null, "", "x".repeat(300), [], ["x"], [1, 2], {}, { a: 1 }];
+      const doc = parseDocument(BASE);
+      const paths: Array<readonly unknown[]> = [];
+      const walk = (node: Node | null | undefined, path: readonly unknown[]): void => {
+        if (path.length > 0) paths.push(path);
+        if (!isCollection(node)) return;
+        (node.items as unknown[]).forEach((item, i) => {
+          if (isPair(item)) walk(item.value as Node, [...path, isScalar(item.key) ? item.key.value : item.key]);
+          else walk(item as Node, [...path, i]);
+        });
+      };
+      walk(doc.contents, []);
+      const counts = { valid: 0, error: 0 };
+      for (const path of paths) {
+        for (const value of wrong) {
+          const copy = doc.clone();
+          copy.setIn(path, copy.createNode(value));
+          counts[runCase(copy.toString(), `wrong-${paths.indexOf(path)}-${wrong.indexOf(value)}`)]++;
+        }
+      }
+      expect(paths.length).toBeGreaterThan(50);
+      expect(counts.error).toBeGreaterThan(paths.length);
+      return `${paths.length} keys × ${wrong.length} wrong values: ${counts.error} clear input errors, ${counts.valid} valid pipelines (where the value is acceptable there, e.g. any string as a description); no crash`;
+    }), 120_000);
+
+  test("hand-made hostile files", () =>
+    log.check("Bad input", "Hand-made hostile pipeline files: a YAML alias bomb (10^10 nodes), a 10 MB string, 100 000-deep nesting, names with `../` and escape sequences, paths with `..`, `:` or relative, duplicate keys, wrong types, shell strings, binary junk", () => {
     const head = "api-version: 0.4.0\nname: hostile\n";
     const op = (body: string) => `${head}operators:\n  - name: a\n    container: {image: x}\n${body}`;
     let bomb = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
@@ -168,21 +202,28 @@ describe("fuzzed pipeline files", () => {
       onlyDocumentMarkers: "---\n...\n---\n",
     };
     for (const [label, text] of Object.entries(cases)) expect(runCase(text, label)).toBe("error");
-  }, 60_000);
+    return `all ${Object.keys(cases).length} ended in a clear input error naming the file and line, each within 5 s`;
+  }), 60_000);
 
-  test("the compiled binary's validate handles hostile files: exit 2 with a message, nothing written", async () => {
+  test("the compiled binary's validate handles hostile files: exit 2 with a message, nothing written", () =>
+    log.check("Bad input", "25 mutated pipeline files through the compiled binary's `cpost validate`, with its own working and temp dirs", async () => {
     const bin = await compiledBinary();
     const dir = mkdtempSync(join(tmpdir(), "cpost-fuzz-"));
     const cwd = mkdtempSync(join(tmpdir(), "cpost-fuzz-cwd-"));
+    const tmp = mkdtempSync(join(tmpdir(), "cpost-fuzz-tmp-"));
     const random = prng(4242);
+    const codes = { 0: 0, 2: 0 };
     for (let i = 0; i < 25; i++) {
       const file = join(dir, `case-${i}.yaml`);
       writeFileSync(file, mutate(BASE, random));
-      const result = await runProcess([bin, "validate", file], { cwd, timeoutMs: 20_000 });
+      const result = await runProcess([bin, "validate", file], { cwd, env: { TMPDIR: tmp }, timeoutMs: 20_000 });
       expect([0, 2]).toContain(result.code);
+      codes[result.code as 0 | 2]++;
       if (result.code === 2) expect(result.stderr).toContain(`case-${i}.yaml`);
     }
     expect(readdirSync(cwd)).toEqual([]);
+    expect(readdirSync(tmp)).toEqual([]);
     expect(readdirSync(dir).length).toBe(25);
-  }, 120_000);
+    return `${codes[2]} exited 2 naming the file, ${codes[0]} validated (exit 0); nothing was written in the working dir, the temp dir or beside the files`;
+  }), 120_000);
 });
