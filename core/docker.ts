@@ -62,6 +62,10 @@ export interface ContainerSpec {
   network?: string;
   /** GPUs to request through the nvidia driver (DeviceRequests). */
   gpus?: number;
+  /** Memory limit in bytes (HostConfig.Memory; swap is held to the same, so the limit is real). */
+  memoryBytes?: number;
+  /** CPU limit in billionths of a CPU (HostConfig.NanoCpus, a CFS quota). */
+  nanoCpus?: number;
 }
 
 /** A container's state as inspect reports it. */
@@ -477,6 +481,9 @@ function defineClient(endpoint: EngineEndpoint, info: EngineInfo, raw: Requester
           Mounts: spec.mounts.map((m) => ({ Type: "bind", Source: m.source, Target: m.target, ReadOnly: m.readOnly })),
           NetworkMode: spec.network,
           DeviceRequests: spec.gpus ? [{ Driver: "nvidia", Count: spec.gpus, Capabilities: [["gpu"]] }] : undefined,
+          Memory: spec.memoryBytes,
+          MemorySwap: spec.memoryBytes,
+          NanoCpus: spec.nanoCpus,
         },
       };
       if (spec.cmd) body.Cmd = spec.cmd;

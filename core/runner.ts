@@ -11,10 +11,11 @@ import { join, resolve } from "node:path";
 import { createInterface } from "node:readline/promises";
 import { connectDocker, engineAnswer, type DockerClient } from "./docker.ts";
 import { asCpostError, CpostError, pluginError } from "./errors.ts";
+import { limitSpec, runWithOomRetry, type RunSizing } from "./limits.ts";
 import { mountsFor, outputHostDir, upstreamsOf } from "./pipeline.ts";
 import { Sampler, type Watch } from "./sampler.ts";
 import { SummaryBuilder } from "./summary.ts";
-import type { Collector, Operator, OperatorResult, OperatorSummary, Pipeline, RunInfo, RunResult, SampleBatch, Sink } from "./types.ts";
+import type { Collector, ContainerLimits, Operator, OperatorResult, OperatorSummary, Pipeline, RunInfo, RunResult, SampleBatch, Sink } from "./types.ts";
 import { VERSION } from "./version.ts";
 
 /** The Triton server image the original CPOST used. */
@@ -65,6 +66,8 @@ export interface RunOptions {
   batchMs?: number;
   /** Sink names as the user typed them, for RunInfo (default: each sink's name). */
   sinkNames?: string[];
+  /** Sizing policy, requests enforced as limits, OOM retries (core/limits.ts). */
+  sizing?: RunSizing;
 }
 
 /** Checks what can be checked before anything starts; throws CpostError("input") naming the path and what to do. */
@@ -206,7 +209,7 @@ export async function runPipeline(options: RunOptions): Promise<RunResult> {
     let stopped: string | undefined;
     for (const op of pipeline.order) {
       await sinks.call("operatorStart", (s) => s.operatorStart?.(op));
-      const builder = new SummaryBuilder(op.name);
+      const builder = new SummaryBuilder(op.name, { policy: options.sizing?.policy });
       builders.set(op.name, builder);
       const missing = upstreamsOf(op).filter((u) => failed.has(u));
       let result: OperatorResult;
@@ -221,7 +224,7 @@ export async function runPipeline(options: RunOptions): Promise<RunResult> {
         log.info(`Operator ${op.name} ${result.reason}`);
       } else {
         log.info(`\n${centre(`Executing Operator ${op.name}`)}`);
-        result = await runOperator(op, { engine, options, pipeline, inputDir, workDir, labels, runId, tritonEnv, gpus, sampler, log, signal, lateCleanups });
+        result = await runWithOomRetry(op, options.sizing, log.info, (limits) => runOperator(op, { engine, options, pipeline, inputDir, workDir, labels, runId, tritonEnv, gpus, sampler, log, signal, lateCleanups, limits }));
       }
       if (result.status === "interrupted") interrupted = true;
       if (result.status !== "succeeded") failed.set(op.name, result.status === "failed" ? "failed" : result.status);
@@ -276,6 +279,8 @@ interface OperatorContext {
   signal: AbortSignal;
   /** Removals of containers the engine made after their start timed out; awaited before the run ends. */
   lateCleanups: Promise<unknown>[];
+  /** Limits of this attempt (`--enforce-requests`, `--retry-oom`). */
+  limits: ContainerLimits;
 }
 
 async function runOperator(op: Operator, ctx: OperatorContext): Promise<OperatorResult> {
@@ -293,6 +298,7 @@ async function runOperator(op: Operator, ctx: OperatorContext): Promise<Operator
     mounts,
     network: op.needsTriton ? TRITON_NETWORK : undefined,
     gpus: gpuCount > 0 && ctx.gpus ? gpuCount : undefined,
+    ...limitSpec(ctx.limits),
   };
   log.debug(`Container for operator ${op.name}: ${JSON.stringify({ image: spec.image, cmd: spec.cmd, env: spec.env, mounts: spec.mounts, network: spec.network })}`);
   log.info("Running operator ...");

@@ -11,7 +11,7 @@
  * The CSV sink writes exactly these rows, so the table's averages and maxima
  * can be recomputed from the CSV.
  */
-import { CPOST_POLICY, percentile, recommend, round3, type SizingPolicy } from "./sizing.ts";
+import { defineSizingSeries, type SizingPolicy, type SizingSeries } from "./sizing.ts";
 import type { MetricColumn, MetricStats, OperatorResult, OperatorSummary, SampleBatch } from "./types.ts";
 
 /** Column keys of CPOST's two figures. */
@@ -95,30 +95,13 @@ interface Accumulator {
   last: number;
 }
 
-/** A growable list of numbers, kept only when a percentile policy needs them. */
-function defineSeries() {
-  let values = new Float64Array(1024);
-  let count = 0;
-  return {
-    push(x: number) {
-      if (count === values.length) {
-        const grown = new Float64Array(values.length * 2);
-        grown.set(values);
-        values = grown;
-      }
-      values[count++] = x;
-    },
-    percentile: (p: number) => percentile(values, count, p),
-  };
-}
-
 /**
  * Builds one operator's summary. The runner feeds every batch of the
  * operator's containers in time order; replay feeds the recorded batches the
  * same way, so both give the same summary.
  */
 export class SummaryBuilder {
-  private readonly policy: SizingPolicy;
+  private readonly sizing: SizingSeries;
   private readonly stats = new Map<string, Accumulator>();
   private pairing: Pairing | undefined;
   private slots: Accumulator[] = [];
@@ -127,28 +110,24 @@ export class SummaryBuilder {
   private samples = 0;
   private cpu = { count: 0, sum: 0, max: 0 };
   private memory = { count: 0, sum: 0, max: 0 };
-  private readonly cpuRows = defineSeries();
-  private readonly memoryRows = defineSeries();
   private readonly onRow: RowEmitter;
 
   constructor(readonly operator: string, options: { policy?: SizingPolicy } = {}) {
-    this.policy = options.policy ?? CPOST_POLICY;
-    const keepRows = this.policy.kind === "percentile";
-    this.onRow = (_ms, row) => {
+    const sizing = (this.sizing = defineSizingSeries(options.policy));
+    this.onRow = (ms, row) => {
       const cpu = this.cpuSlot < 0 ? NaN : row[this.cpuSlot]!;
       const memoryMb = this.memorySlot < 0 ? NaN : row[this.memorySlot]! / 1e6;
       if (cpu === cpu) {
         this.cpu.count++;
         this.cpu.sum += cpu;
         if (cpu > this.cpu.max) this.cpu.max = cpu;
-        if (keepRows) this.cpuRows.push(cpu);
       }
       if (memoryMb === memoryMb) {
         this.memory.count++;
         this.memory.sum += memoryMb;
         if (memoryMb > this.memory.max) this.memory.max = memoryMb;
-        if (keepRows) this.memoryRows.push(memoryMb);
       }
+      sizing.row(ms, cpu, memoryMb);
     };
   }
 
@@ -190,18 +169,8 @@ export class SummaryBuilder {
     }));
     const cpuPercent = { mean: mean(this.cpu), max: this.cpu.max };
     const memoryMb = { mean: mean(this.memory), max: this.memory.max };
-    const percentileBasis = this.policy.kind === "percentile" ? this.policy : undefined;
-    const grow = 1 + (percentileBasis?.headroomPct ?? 0) / 100;
-    const recommendation = recommend(
-      {
-        cpuPercent: percentileBasis ? this.cpuRows.percentile(percentileBasis.percentile) * grow : round3(cpuPercent.max),
-        memoryMb: percentileBasis ? this.memoryRows.percentile(percentileBasis.percentile) * grow : round3(memoryMb.max),
-        gpu: gpusUsed(stats),
-        samples: this.samples,
-        oomKilled: result.oomKilled,
-      },
-      this.policy,
-    );
+    // The policy, its evidence and the OOM / throttling findings live in sizing.ts.
+    const recommendation = this.sizing.recommend({ samples: this.samples, gpu: gpusUsed(stats), result, stats });
     return { operator: this.operator, samples: this.samples, cpuPercent, memoryMb, stats, recommendation };
   }
 

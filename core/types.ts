@@ -242,6 +242,62 @@ export interface Recommendation {
   policy: string;
   /** Notes such as "lower bound: OOM killed". */
   notes: string[];
+  /** What it was computed from (rule, samples, peaks), so a recording can be checked or re-sized. Optional. */
+  evidence?: SizingEvidence;
+}
+
+/** The figures and rule behind a Recommendation (core/sizing.ts fills it). */
+export interface SizingEvidence {
+  /** The formulas applied, with the policy's numbers filled in. */
+  rule: string;
+  cpu: {
+    metric: string;
+    /** "max" or "p<N>" of the rows. */
+    statistic: string;
+    /** The figure sized on, percent (100 = one core). */
+    value: number;
+    /** Rows the statistic was taken over. */
+    rows: number;
+    /** Epoch ms of the row holding the maximum. */
+    peakAtMs?: number;
+  };
+  memory: {
+    metric: string;
+    statistic: string;
+    /** The figure sized on, MB (bytes / 1e6). */
+    valueMb: number;
+    rows: number;
+    peakAtMs?: number;
+    headroomPct: number;
+    bufferMb: number;
+  };
+  /** The memory figure is below what the operator needed (OOM killed), or its CPU was capped (throttled). */
+  lowerBound?: { memory: boolean; cpu: boolean };
+  /** Limits the operator's last container ran under. */
+  limits?: ContainerLimits;
+  /** CFS throttling seen under a CPU limit. */
+  throttled?: { periods: number; seconds: number };
+  /** OOM kills seen: the engine's OOMKilled flag or the cgroup's oom_kill count. */
+  oomKills?: number;
+  /** Earlier attempts (an OOM-killed run retried with more memory, --retry-oom). */
+  attempts?: OperatorAttempt[];
+}
+
+/** Resource limits a container ran under (absent = unlimited). */
+export interface ContainerLimits {
+  cpu?: number;
+  /** MB (1e6 bytes). */
+  memoryMb?: number;
+}
+
+/** One run of an operator's container that was retried. */
+export interface OperatorAttempt {
+  containerId: string;
+  exitCode: number | null;
+  oomKilled: boolean;
+  limits: ContainerLimits;
+  startedAtMs: number;
+  endedAtMs: number;
 }
 
 export type OperatorStatus = "succeeded" | "failed" | "skipped" | "interrupted";
@@ -258,6 +314,10 @@ export interface OperatorResult {
   oomKilled?: boolean;
   startedAtMs: number;
   endedAtMs: number;
+  /** Limits its (last) container ran under (`--enforce-requests`, `--retry-oom`). Optional. */
+  limits?: ContainerLimits;
+  /** Earlier attempts that were retried (`--retry-oom`), oldest first. Optional. */
+  attempts?: OperatorAttempt[];
 }
 
 /** Per-operator summary, built from the samples alone (so replay rebuilds it). */

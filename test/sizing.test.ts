@@ -1,18 +1,44 @@
 /**
  * Sizing and summaries: CPOST's rule against the figures the original
- * printed in its README, the fixture runs' recommendations (computed by
- * test/fixtures/runs/oracle.py), and summaries that do not depend on how
- * samples were cut into batches.
+ * printed in its README, the fixture runs' recommendations under every
+ * policy (computed independently by test/fixtures/runs/oracle.py and
+ * sizing-oracle.py), including a recorded run with an OOM-killed, a
+ * retried and a throttled operator, the evidence that goes into the msgpack
+ * record, and summaries that do not depend on how samples were cut into
+ * batches.
  */
-import { describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { replayInto } from "../core/recording.ts";
-import { parseSizingPolicy, recommend } from "../core/sizing.ts";
+import { readRecording, replayInto, type Recording } from "../core/recording.ts";
+import { CPOST_POLICY, parseSizingPolicy, percentile, PERCENTILE_POLICY, policyFromFlags, policyRule, recommend, type PolicyFlags, type SizingPolicy } from "../core/sizing.ts";
 import { SummaryBuilder } from "../core/summary.ts";
-import type { MetricColumn, OperatorResult, OperatorSummary, SampleBatch, Sink } from "../core/types.ts";
+import type { MetricColumn, OperatorResult, OperatorSummary, Recommendation, SampleBatch, Sink } from "../core/types.ts";
+import msgpack from "../plugins/msgpack.ts";
 import { loadFixtureRun, RUNS_DIR } from "./fixtures/runs/fixture-run.ts";
 import { contractBatches } from "./sinks-contract.ts";
+
+const dirs: string[] = [];
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+/** Each operator's recommendation when `recording` is replayed under `policy`. */
+async function recommendations(recording: Recording, policy?: SizingPolicy): Promise<Record<string, Recommendation>> {
+  const got: Record<string, Recommendation> = {};
+  const spy: Sink = { name: "spy", start() {}, write() {}, operatorDone(r, s) { got[r.operator] = s.recommendation; }, end() {} };
+  await replayInto(recording, [spy], { policy });
+  return got;
+}
+
+interface OracleOperator {
+  cpu: number;
+  memory: number;
+  gpu?: number;
+  lowerBound?: { memory: boolean; cpu: boolean };
+  evidence: { cpu: { statistic: string; value: number; rows: number; peakAtMs?: number }; memory: { valueMb: number; rows: number; peakAtMs?: number } };
+}
+const oracle = (fixture: string) =>
+  JSON.parse(readFileSync(join(RUNS_DIR, fixture, "expected", "sizing.json"), "utf8")) as { policies: Array<{ flags: PolicyFlags; params: SizingPolicy; operators: Record<string, OracleOperator> }> };
 
 const result = (extra: Partial<OperatorResult> = {}): OperatorResult => ({ operator: "op", containerId: "c", status: "succeeded", exitCode: 0, startedAtMs: 0, endedAtMs: 1, ...extra });
 
@@ -29,6 +55,26 @@ describe("CPOST's rule", () => {
       expect(recommend({ cpuPercent: cpu, memoryMb: memory, samples: 10 })).toEqual({ cpu: cores, memory: mb, policy: "cpost", notes: [] });
     });
   }
+
+  test("steps and minimums: fractional cores, other memory steps, and float noise at a step's edge", () => {
+    const policy = (extra: Partial<SizingPolicy>): SizingPolicy => ({ ...PERCENTILE_POLICY, ...extra });
+    expect(recommend({ cpuPercent: 230, memoryMb: 100, samples: 5 }, policy({ cpuStep: 0.1, minCpu: 0.5, memoryStepMb: 64, minMemoryMb: 0, memoryHeadroomPct: 0 }))).toMatchObject({ cpu: 2.3, memory: 128 });
+    expect(recommend({ cpuPercent: 231, memoryMb: 10, samples: 5 }, policy({ cpuStep: 0.25, minCpu: 0.5, memoryStepMb: 64, minMemoryMb: 256, memoryHeadroomPct: 0 }))).toMatchObject({ cpu: 2.5, memory: 256 });
+    expect(recommend({ cpuPercent: 12, memoryMb: 0, samples: 5 }, policy({ cpuStep: 0.1, minCpu: 0.5 }))).toMatchObject({ cpu: 0.5, memory: 256 });
+    // 1600 MB + 12 % is 1792.0000000000002 in floating point: exactly 7 steps of 256, not 8.
+    expect(1600 * (1 + 12 / 100)).toBeGreaterThan(1792);
+    expect(recommend({ cpuPercent: 100, memoryMb: 1600, samples: 5 }, policy({ memoryHeadroomPct: 12 }))).toMatchObject({ cpu: 1, memory: 1792 });
+    expect(recommend({ cpuPercent: 100, memoryMb: 1600.001, samples: 5 }, policy({ memoryHeadroomPct: 12 }))).toMatchObject({ memory: 2048 });
+  });
+
+  test("nearest-rank percentiles: p95 of 20 rows is the 19th, p100 the maximum, p50 of one row that row", () => {
+    const values = () => Float64Array.from({ length: 20 }, (_, i) => 20 - i);
+    expect(percentile(values(), 20, 95)).toBe(19);
+    expect(percentile(values(), 20, 100)).toBe(20);
+    expect(percentile(values(), 20, 5)).toBe(1);
+    expect(percentile(Float64Array.of(7), 1, 50)).toBe(7);
+    expect(percentile(new Float64Array(0), 0, 95)).toBe(0);
+  });
 
   test("edges: exactly one core, just above it, nothing at all, and the 256 MB steps", () => {
     expect(recommend({ cpuPercent: 100, memoryMb: 156, samples: 1 })).toMatchObject({ cpu: 1, memory: 256 });
@@ -49,11 +95,33 @@ describe("CPOST's rule", () => {
   });
 
   test("--policy parses CPOST's rule and percentiles with headroom, and refuses anything else", () => {
-    expect(parseSizingPolicy("cpost")).toEqual({ kind: "cpost" });
-    expect(parseSizingPolicy("p95")).toEqual({ kind: "percentile", percentile: 95, headroomPct: 0 });
-    expect(parseSizingPolicy("p99.5+20%")).toEqual({ kind: "percentile", percentile: 99.5, headroomPct: 20 });
-    expect(() => parseSizingPolicy("p101")).toThrow(expect.objectContaining({ code: "usage" }));
+    expect(parseSizingPolicy("cpost")).toEqual(CPOST_POLICY);
+    expect(parseSizingPolicy("percentile")).toEqual({ kind: "percentile", cpuPercentile: 95, memoryHeadroomPct: 15, memoryBufferMb: 0, minCpu: 1, cpuStep: 1, minMemoryMb: 256, memoryStepMb: 256 });
+    expect(parseSizingPolicy("p95")).toEqual({ ...PERCENTILE_POLICY, cpuPercentile: 95, memoryHeadroomPct: 0 });
+    expect(parseSizingPolicy("p99.5+20%")).toEqual({ ...PERCENTILE_POLICY, cpuPercentile: 99.5, memoryHeadroomPct: 20 });
+    for (const bad of ["p101", "p0", "generous", "p95+", "percentile+5%"]) expect(() => parseSizingPolicy(bad)).toThrow(expect.objectContaining({ code: "usage" }));
     expect(() => parseSizingPolicy("generous")).toThrow('unknown sizing policy "generous"');
+  });
+
+  test("the sizing flags: --cpu-percentile and --memory-headroom choose the percentile policy; minimums and steps are overridable; bad values are usage errors", () => {
+    expect(policyFromFlags({})).toEqual(CPOST_POLICY);
+    expect(policyFromFlags({ cpuPercentile: "99" })).toEqual({ ...PERCENTILE_POLICY, cpuPercentile: 99 });
+    expect(policyFromFlags({ policy: "percentile", memoryHeadroom: "25%" })).toEqual({ ...PERCENTILE_POLICY, memoryHeadroomPct: 25 });
+    expect(policyFromFlags({ policy: "cpost", cpuStep: "250m", minCpu: "0.25", memoryStep: "128", minMemory: "0" })).toEqual({ ...CPOST_POLICY, cpuStep: 0.25, minCpu: 0.25, memoryStepMb: 128, minMemoryMb: 0 });
+    const bad: PolicyFlags[] = [
+      { policy: "cpost", cpuPercentile: "95" },
+      { cpuPercentile: "0" },
+      { cpuPercentile: "101" },
+      { memoryHeadroom: "lots" },
+      { cpuStep: "0.0001" },
+      { cpuStep: "0" },
+      { memoryStep: "0" },
+      { minCpu: "-1" },
+    ];
+    for (const flags of bad) expect(() => policyFromFlags(flags)).toThrow(expect.objectContaining({ code: "usage" }));
+    expect(policyRule(CPOST_POLICY)).toBe("cpu = max(1, ceil(max cpu% / 100)); memory = max(256, ceil((max MB + 100) / 256) * 256)");
+    expect(policyRule(PERCENTILE_POLICY)).toBe("cpu = max(1, ceil(p95 cpu% / 100)); memory = max(256, ceil(max MB * 1.15 / 256) * 256)");
+    expect(policyRule({ ...PERCENTILE_POLICY, cpuStep: 0.1, minCpu: 0.5 })).toBe("cpu = max(0.5, ceil(p95 cpu% / 100 / 0.1) * 0.1); memory = max(256, ceil(max MB * 1.15 / 256) * 256)");
   });
 });
 
@@ -87,7 +155,17 @@ describe("SummaryBuilder", () => {
       cpuPercent: { mean: 0, max: 0 },
       memoryMb: { mean: 0, max: 0 },
       stats: [],
-      recommendation: { cpu: 1, memory: 256, policy: "cpost", notes: ["no samples: minimum request"] },
+      recommendation: {
+        cpu: 1,
+        memory: 256,
+        policy: "cpost",
+        notes: ["no samples: minimum request"],
+        evidence: {
+          rule: policyRule(CPOST_POLICY),
+          cpu: { metric: "cpu.percent", statistic: "max", value: 0, rows: 0 },
+          memory: { metric: "memory.usage_bytes", statistic: "max", valueMb: 0, rows: 0, headroomPct: 0, bufferMb: 100 },
+        },
+      },
     });
   });
 
@@ -108,22 +186,82 @@ describe("SummaryBuilder", () => {
     expect(once.cpuPercent.max).toBe(249);
   });
 
-  test("a percentile policy sizes on the p-th row plus headroom", () => {
+  test("a percentile policy sizes cpu on the p-th row and memory on the peak plus headroom", () => {
     const col = (name: string): MetricColumn => ({ name, unit: "percent", kind: "gauge", key: name, collector: "t" });
     const columns = [col("cpu.percent"), col("memory.usage_bytes")];
-    // 101 readings: rows 1..100 have cpu = 10 * row and memory that rises 1 MB per reading.
+    // 101 readings: rows 1..100 have cpu = 10 * row; memory rises 2.5 MB per reading, so the rows' peak is 248.75 MB.
     const values = new Float64Array(101 * 2);
-    for (let i = 0; i < 101; i++) values.set([i === 0 ? NaN : 10 * i, i * 1e6], i * 2);
-    const batch: SampleBatch = { operator: "op", containerId: "c", columns, rows: 101, timestampMs: Float64Array.from({ length: 101 }, (_, i) => i), monotonicMs: Float64Array.from({ length: 101 }, (_, i) => i), values };
+    for (let i = 0; i < 101; i++) values.set([i === 0 ? NaN : 10 * i, i * 2.5e6], i * 2);
+    const times = Float64Array.from({ length: 101 }, (_, i) => 1000 + i);
+    const batch: SampleBatch = { operator: "op", containerId: "c", columns, rows: 101, timestampMs: times, monotonicMs: times, values };
     const sized = (policy: string) => {
       const builder = new SummaryBuilder("op", { policy: parseSizingPolicy(policy) });
       builder.add(batch);
       return builder.build(result()).recommendation;
     };
-    expect(sized("cpost")).toMatchObject({ cpu: 10, memory: 256, policy: "cpost" });
-    // p90 cpu = 900 % -> 9 cores; +20 % -> 1080 % -> 11 cores. p90 memory = 89.5 MB; +20 % = 107.4 MB -> 256.
+    // cpost: 1000 % -> 10 cores; 248.75 + 100 MB -> 512.
+    expect(sized("cpost")).toMatchObject({ cpu: 10, memory: 512, policy: "cpost" });
+    // p90: the 90th of 100 rows, 900 % -> 9 cores; 248.75 MB without headroom -> 256.
     expect(sized("p90")).toMatchObject({ cpu: 9, memory: 256, policy: "p90" });
-    expect(sized("p90+20%")).toMatchObject({ cpu: 11, memory: 256, policy: "p90+20%", notes: ["p90 + 20% headroom"] });
+    // +20 % grows memory only: 298.5 MB -> 512; cpu stays 9.
+    const withHeadroom = sized("p90+20%");
+    expect(withHeadroom).toMatchObject({ cpu: 9, memory: 512, policy: "p90+20%", notes: ["cpu from p90, memory from the peak + 20% headroom"] });
+    // The evidence: which statistic over how many rows, and when the peaks were (row times are the mean of their two readings).
+    expect(withHeadroom.evidence).toEqual({
+      rule: "cpu = max(1, ceil(p90 cpu% / 100)); memory = max(256, ceil(max MB * 1.2 / 256) * 256)",
+      cpu: { metric: "cpu.percent", statistic: "p90", value: 900, rows: 100, peakAtMs: 1099.5 },
+      memory: { metric: "memory.usage_bytes", statistic: "max", valueMb: 248.75, rows: 100, peakAtMs: 1099.5, headroomPct: 20, bufferMb: 0 },
+    });
+  });
+
+  test("fixture runs: exact recommendations and evidence under every policy (sizing-oracle.py), OOM-killed, retried and throttled operators included", async () => {
+    for (const fixture of ["classic", "disk-gpu", "oom-killed"]) {
+      for (const { flags, params, operators } of oracle(fixture).policies) {
+        const policy = policyFromFlags(flags);
+        expect(policy).toEqual(params);
+        const got = await recommendations(loadFixtureRun(fixture), policy);
+        expect(Object.keys(got)).toEqual(Object.keys(operators));
+        for (const [name, want] of Object.entries(operators)) {
+          const rec = got[name]!;
+          const where = `${fixture} ${JSON.stringify(flags)} ${name}`;
+          expect({ where, cpu: rec.cpu, memory: rec.memory, gpu: rec.gpu, lowerBound: rec.evidence?.lowerBound }).toEqual({ where, cpu: want.cpu, memory: want.memory, gpu: want.gpu, lowerBound: want.lowerBound });
+          expect(rec.evidence?.cpu).toEqual({ metric: "cpu.percent", ...want.evidence.cpu });
+          expect(rec.evidence?.memory).toEqual({ metric: "memory.usage_bytes", statistic: "max", ...want.evidence.memory, headroomPct: params.memoryHeadroomPct, bufferMb: params.memoryBufferMb });
+        }
+      }
+    }
+  });
+
+  test("the recorded OOM run: the killed operator is a lower bound that proposes a retry, the retried one says how it got there, the throttled one says by how much", async () => {
+    const got = await recommendations(loadFixtureRun("oom-killed"));
+    expect(got.steady!.notes).toEqual([]);
+    expect(got.steady!.evidence?.lowerBound).toBeUndefined();
+    expect(got.hog!.notes).toEqual(["lower bound: OOM killed under a memory limit of 96 MB; retry with more (--retry-oom doubles it: next 192 MB)"]);
+    expect(got.hog!.evidence).toMatchObject({ oomKills: 1, limits: { memoryMb: 96 }, lowerBound: { memory: true, cpu: false } });
+    // Killed at 48 MB, then it ran under 96 MB: its peak is real, no lower bound (the first container's oom_kill does not count).
+    expect(got.retried!.notes).toEqual(["OOM killed at 48 MB; succeeded with 96 MB"]);
+    expect(got.retried!.evidence).toMatchObject({ limits: { memoryMb: 96 }, attempts: [{ exitCode: 137, oomKilled: true, limits: { memoryMb: 48 } }] });
+    expect(got.retried!.evidence?.lowerBound).toBeUndefined();
+    expect(got.retried!.memory).toBeGreaterThan(got.retried!.evidence!.memory.valueMb);
+    const throttled = got.capped!.evidence!.throttled!;
+    expect(throttled.periods).toBeGreaterThan(0);
+    expect(got.capped!.notes).toEqual([`lower bound: CPU throttled ${throttled.periods} times (${throttled.seconds} s) under a CPU limit of 0.5 cores; retry with a higher cpu request, or without --enforce-requests`]);
+    expect(got.capped!.evidence).toMatchObject({ limits: { cpu: 0.5 }, lowerBound: { memory: false, cpu: true } });
+  });
+
+  test("the msgpack record carries each recommendation with its evidence, and a replay re-sizes it under another policy", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "cpost-sizing-"));
+    dirs.push(dir);
+    const live = await recommendations(loadFixtureRun("oom-killed"));
+    await replayInto(loadFixtureRun("oom-killed"), [msgpack({ metricsDir: dir, out: { write: () => true }, options: {} })]);
+    const recorded = readRecording(join(dir, "oom-killed.msgpack"));
+    for (const op of recorded.operators) expect(op.summary!.recommendation).toEqual(live[op.result!.operator]!);
+    expect(recorded.operators.map((op) => op.summary!.recommendation.evidence!.rule)).toEqual(Array(4).fill(policyRule(CPOST_POLICY)));
+    const percentileOracle = oracle("oom-killed").policies.find((p) => p.flags.policy === "percentile" && p.flags.cpuPercentile === undefined)!;
+    const resized = await recommendations(recorded, PERCENTILE_POLICY);
+    for (const [name, want] of Object.entries(percentileOracle.operators)) {
+      expect({ name, cpu: resized[name]!.cpu, memory: resized[name]!.memory, statistic: resized[name]!.evidence!.cpu.statistic }).toEqual({ name, cpu: want.cpu, memory: want.memory, statistic: "p95" });
+    }
   });
 
   test("GPUs used: devices where the operator's own processes held memory", () => {

@@ -9,7 +9,7 @@ import { defineCommand } from "citty";
 import { loadSinkFactories, sinkName } from "../../plugins/index.ts";
 import { CpostError, formatError } from "../errors.ts";
 import { readRecording, replayInto } from "../recording.ts";
-import { parseSizingPolicy } from "../sizing.ts";
+import { POLICY_ARGS, policyFlagsOf, policyFromFlags } from "../sizing.ts";
 import type { Sink } from "../types.ts";
 
 export default defineCommand({
@@ -18,13 +18,13 @@ export default defineCommand({
     recording: { type: "positional", required: true, description: "run recording (.msgpack)", valueHint: "run.msgpack" },
     sinks: { type: "string", description: "sinks, comma-separated (default table, plus csv with --metrics_dir); sink options: --<sink>-<option> VALUE", valueHint: "table,csv" },
     metrics_dir: { type: "string", description: "directory for the CSV files and other file outputs (never the recording's own, unless given)", valueHint: "dir" },
-    policy: { type: "string", description: "sizing policy for the recommendations: cpost (default), p95, p99+20% ...", valueHint: "cpost" },
+    ...POLICY_ARGS,
   },
   async run({ args }) {
     const metricsDir = (args.metrics_dir ?? args["metrics-dir"]) as string | undefined;
     const names = args.sinks === undefined ? (metricsDir ? ["csv", "table"] : ["table"]) : String(args.sinks).split(",").map((s) => s.trim()).filter(Boolean);
     if (names.length === 0) throw new CpostError("usage", "--sinks is empty", { hint: "name at least one sink, e.g. --sinks table,csv" });
-    const policy = args.policy === undefined ? undefined : parseSizingPolicy(String(args.policy));
+    const policy = policyFromFlags(policyFlagsOf(args as Record<string, string | true | undefined>));
     const recording = readRecording(args.recording);
     if (!recording.complete) {
       process.stderr.write(`warning: ${args.recording} ends before the run did (it crashed or was killed); replaying its ${recording.operators.length} operator(s) up to the last complete record\n`);

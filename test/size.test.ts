@@ -1,0 +1,240 @@
+/**
+ * `cpost size`, `--repeat` and sizing from recordings: the recommendations
+ * with their basis and notes, the spread over runs, `--apply` from recorded
+ * runs (only what stands on firm ground is written), `cpost replay` under
+ * another policy, usage errors, and a live `cpost run --repeat 2` that keeps
+ * every run's files.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { readRecording, replayInto, type Recording } from "../core/recording.ts";
+import { defineSizingObserver, formatRecommendations, formatSpread } from "../core/repeat.ts";
+import { CPOST_POLICY, PERCENTILE_POLICY, recommend, round3 } from "../core/sizing.ts";
+import msgpack from "../plugins/msgpack.ts";
+import { loadFixtureRun, RUNS_DIR } from "./fixtures/runs/fixture-run.ts";
+import { cpostSource, dockerTest } from "./support.ts";
+
+const dirs: string[] = [];
+const tempDir = () => {
+  const dir = mkdtempSync(join(tmpdir(), "cpost-size-"));
+  dirs.push(dir);
+  return dir;
+};
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+/** Writes `recording` as a .msgpack file (the msgpack sink, driven by replay). */
+async function recordTo(recording: Recording, dir: string): Promise<string> {
+  await replayInto(recording, [msgpack({ metricsDir: dir, out: { write: () => true }, options: {} })]);
+  return join(dir, `${recording.run.pipeline.name}.msgpack`);
+}
+
+/** The oom-killed fixture with steady's memory readings multiplied by `factor`: a second, different run. */
+function scaledRun(factor: number): Recording {
+  const run = loadFixtureRun("oom-killed");
+  for (const batch of run.operators.find((op) => op.operator?.name === "steady")!.batches) {
+    const width = batch.columns.length;
+    const memory = batch.columns.findIndex((c) => c.key === "memory.usage_bytes");
+    for (let r = 0; r < batch.rows; r++) batch.values[r * width + memory]! *= factor;
+  }
+  return run;
+}
+
+interface OracleOperator {
+  cpu: number;
+  memory: number;
+  evidence: { cpu: { statistic: string; value: number; rows: number }; memory: { valueMb: number; rows: number } };
+}
+const oracle = JSON.parse(readFileSync(join(RUNS_DIR, "oom-killed", "expected", "sizing.json"), "utf8")) as { policies: Array<{ flags: Record<string, string>; operators: Record<string, OracleOperator> }> };
+const PIPELINE = readFileSync(join(RUNS_DIR, "oom-killed", "pipeline.yaml"), "utf8");
+
+describe("cpost size from recordings", () => {
+  test("prints each operator's requests, what they rest on, and the OOM / retry / throttling notes", async () => {
+    const dir = tempDir();
+    const recording = await recordTo(loadFixtureRun("oom-killed"), dir);
+    writeFileSync(join(dir, "pipeline.yaml"), PIPELINE);
+    const run = await cpostSource(["size", join(dir, "pipeline.yaml"), "--from", recording]);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    const want = oracle.policies[0]!.operators;
+    const line = (name: string, tail = "") => {
+      const { cpu, memory, evidence } = want[name]!;
+      return `  ${name.padEnd(7)}  cpu: ${cpu}, memory: ${memory}   from max CPU ${evidence.cpu.value.toFixed(3)} % and max memory ${evidence.memory.valueMb.toFixed(3)} MB over ${evidence.memory.rows} rows${tail}`;
+    };
+    const throttled = readRecording(recording).operators[3]!.summary!.recommendation.evidence!.throttled!;
+    expect(run.stdout).toBe(
+      [
+        "",
+        "Recommended requests (policy cpost: cpu = max(1, ceil(max cpu% / 100)); memory = max(256, ceil((max MB + 100) / 256) * 256))",
+        line("steady"),
+        line("hog", "  [LOWER BOUND: OOM killed]  (failed, exit code 137)"),
+        "           - lower bound: OOM killed under a memory limit of 96 MB; retry with more (--retry-oom doubles it: next 192 MB)",
+        line("retried"),
+        "           - OOM killed at 48 MB; succeeded with 96 MB",
+        line("capped", "  [LOWER BOUND: CPU throttled]"),
+        `           - lower bound: CPU throttled ${throttled.periods} times (${throttled.seconds} s) under a CPU limit of 0.5 cores; retry with a higher cpu request, or without --enforce-requests`,
+        "",
+      ].join("\n"),
+    );
+  });
+
+  test("--apply writes only what stands on firm ground, prints the diff; a second --apply leaves the file alone", async () => {
+    const dir = tempDir();
+    const recording = await recordTo(loadFixtureRun("oom-killed"), dir);
+    const file = join(dir, "pipeline.yaml");
+    const commented = PIPELINE.replace("  - name: hog\n", "  # the hog needs more than its limit\n  - name: hog\n");
+    writeFileSync(file, commented);
+    const run = await cpostSource(["size", file, "--from", recording, "--apply"], { cwd: dir });
+    expect(run.code).toBe(0);
+    const want = oracle.policies[0]!.operators;
+    // steady gets a requests block; hog (OOM-killed) nothing; retried its memory and a cpu; capped (throttled) only memory.
+    const expected = commented
+      .replace(`"0.5"]}\n    input: [{path: /input}]\n  # the hog`, `"0.5"]}\n    input: [{path: /input}]\n    requests:\n      cpu: ${want.steady!.cpu}\n      memory: ${want.steady!.memory}\n  # the hog`)
+      .replace("requests: {memory: 48}", `requests: {memory: ${want.retried!.memory}, cpu: ${want.retried!.cpu}}`)
+      .replace("requests: {cpu: 0.5}", `requests: {cpu: 0.5, memory: ${want.capped!.memory}}`);
+    expect(expected).not.toBe(commented);
+    expect(readFileSync(file, "utf8")).toBe(expected);
+    expect(run.stdout).toContain("\n--- a/pipeline.yaml\n+++ b/pipeline.yaml\n@@ ");
+    expect(run.stdout).toContain(`\n-    requests: {memory: 48}\n+    requests: {memory: ${want.retried!.memory}, cpu: ${want.retried!.cpu}}\n`);
+    expect(run.stdout).toEndWith(`Wrote the requests of steady, retried, capped into ${file}\n`);
+    expect(run.stderr).toBe(
+      [
+        "warning: hog: not applied: it was OOM-killed, so its memory is only a lower bound; run again with --enforce-requests --retry-oom",
+        `warning: capped: cpu not applied: it was throttled under its CPU limit, so ${want.capped!.cpu} is only a lower bound`,
+        "",
+      ].join("\n"),
+    );
+
+    const mtime = statSync(file).mtimeMs;
+    await Bun.sleep(20);
+    const again = await cpostSource(["size", file, "--from", recording, "--apply"], { cwd: dir });
+    expect(again.code).toBe(0);
+    expect(again.stdout).toEndWith(`\nrequests already match; file unchanged (${file})\n`);
+    expect(readFileSync(file, "utf8")).toBe(expected);
+    expect(statSync(file).mtimeMs).toBe(mtime);
+  });
+
+  test("two recordings: the recommendation comes from both runs' samples, the spread shows min / median / max of their peaks", async () => {
+    const dir = tempDir();
+    const first = await recordTo(loadFixtureRun("oom-killed"), join(dir, "1"));
+    const second = await recordTo(scaledRun(10), join(dir, "2"));
+    const observer = defineSizingObserver(CPOST_POLICY);
+    for (const file of [first, second]) await replayInto(readRecording(file), [observer.sink]);
+    const sized = observer.finish();
+    const steady = sized.find((op) => op.operator === "steady")!;
+    expect(observer.runs).toBe(2);
+    expect(steady.peaks.map((p) => p.run)).toEqual([1, 2]);
+    const [low, high] = steady.peaks.map((p) => p.memoryMaxMb) as [number, number];
+    expect(high).toBeCloseTo(low * 10, 6);
+    // From the union: the larger run's peak decides.
+    expect(steady.summary.recommendation.memory).toBe(recommend({ cpuPercent: 0, memoryMb: round3(high), samples: 1 }).memory);
+    expect(steady.summary.recommendation.memory).toBeGreaterThan(oracle.policies[0]!.operators.steady!.memory);
+    const spread = formatSpread(sized, 2);
+    expect(spread).toContain(`| steady        | CPU      |`);
+    expect(spread).toContain(`| (2 of 2 runs) | Memory   | ${low.toFixed(3)} MB`);
+    expect(spread).toContain(`| ${((low + high) / 2).toFixed(3)} MB | ${high.toFixed(3)} MB | memory: ${steady.summary.recommendation.memory}`);
+    // hog failed in both runs, retried was retried in both: the folded result says so.
+    expect(sized.find((op) => op.operator === "hog")!.result).toMatchObject({ status: "failed", oomKilled: true });
+    expect(sized.find((op) => op.operator === "retried")!.result.attempts).toHaveLength(2);
+
+    const run = await cpostSource(["size", join(RUNS_DIR, "oom-killed", "pipeline.yaml"), "--from", first, "--from", second]);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe(`\n${spread}${formatRecommendations(sized, CPOST_POLICY)}`);
+  });
+
+  test("another policy: `cpost size --policy percentile` and `cpost replay --policy percentile` size the same recording anew", async () => {
+    const dir = tempDir();
+    const recording = await recordTo(loadFixtureRun("oom-killed"), dir);
+    const want = oracle.policies.find((p) => p.flags.policy === "percentile" && p.flags.cpuPercentile === undefined)!.operators;
+    const size = await cpostSource(["size", join(RUNS_DIR, "oom-killed", "pipeline.yaml"), "--from", recording, "--policy", "percentile"]);
+    expect(size.code).toBe(0);
+    expect(size.stdout).toContain("Recommended requests (policy p95+15%: cpu = max(1, ceil(p95 cpu% / 100)); memory = max(256, ceil(max MB * 1.15 / 256) * 256))");
+    expect(size.stdout).toContain(`  steady   cpu: ${want.steady!.cpu}, memory: ${want.steady!.memory}   from p95 CPU ${want.steady!.evidence.cpu.value.toFixed(3)} %`);
+    const replay = await cpostSource(["replay", recording, "--sinks", "table", "--cpu-percentile", "95", "--memory-headroom", "15%"]);
+    expect(replay.code).toBe(0);
+    for (const [name, op] of Object.entries(want)) {
+      const block = replay.stdout.split(`Operator ${name} Summary`)[1]!;
+      expect(block).toContain(`cpu: ${op.cpu} `);
+      expect(block).toContain(`memory: ${op.memory} `);
+    }
+    expect(PERCENTILE_POLICY).toMatchObject({ cpuPercentile: 95, memoryHeadroomPct: 15 });
+  });
+
+  test("bad invocations are usage or input errors (exit 2) that say what to do", async () => {
+    const dir = tempDir();
+    const pipeline = join(RUNS_DIR, "oom-killed", "pipeline.yaml");
+    const cases: Array<[string[], string]> = [
+      [["size", pipeline], "cpost size takes a pipeline file and an input directory (got 1 argument)"],
+      [["size", pipeline, dir, "--repeat", "0"], "--repeat 0: not a whole number from 1 to 1000"],
+      [["size", pipeline, dir, "--policy", "generous"], 'unknown sizing policy "generous"'],
+      [["size", pipeline, dir, "--policy", "cpost", "--cpu-percentile", "90"], "--cpu-percentile and --memory-headroom belong to the percentile policy"],
+      [["size", pipeline, dir, "--retry-oom-cap", "lots"], "--retry-oom-cap lots: not a number of MB"],
+      [["size", pipeline, "--from", join(dir, "none.msgpack"), "--repeat", "2"], "--repeat, --enforce-requests and --retry-oom are for live runs, not --from"],
+      [["size", pipeline, dir, "--from", join(dir, "none.msgpack")], "with --from, cpost size takes only the pipeline file (got 2 arguments)"],
+      [["size", pipeline, "--from", join(dir, "none.msgpack")], `${join(dir, "none.msgpack")}: cannot read recording`],
+      [["size", pipeline, "--from"], "--from needs a recording file"],
+      [["run", pipeline, dir, "--repeat", "many"], "--repeat many: not a whole number from 1 to 1000"],
+    ];
+    for (const [args, message] of cases) {
+      const run = await cpostSource(args);
+      expect({ args, code: run.code }).toEqual({ args, code: 2 });
+      expect(run.stderr).toContain(message);
+      expect(run.stderr).toContain("hint: ");
+    }
+  });
+
+  test("--help of size and run states the policies' formulas", async () => {
+    for (const command of ["size", "run"]) {
+      const help = await cpostSource([command, "--help"]);
+      expect(help.code).toBe(0);
+      expect(help.stdout).toContain("cpu = ceil(max cpu%/100), memory = ceil((max MB + 100)/256)*256");
+      expect(help.stdout).toContain("cpu = ceil(p95 cpu%/100), memory = ceil(max MB * 1.15/256)*256");
+      expect(help.stdout).toContain("--retry-oom");
+    }
+  });
+});
+
+describe("cpost run --repeat (live)", () => {
+  dockerTest("runs the pipeline twice, keeps each run's CSVs and recording, prints the spread and the recommendations", async () => {
+    const dir = tempDir();
+    const input = join(dir, "in");
+    mkdirSync(input);
+    writeFileSync(join(input, "a.txt"), "x\n");
+    writeFileSync(
+      join(dir, "pipeline.yaml"),
+      [
+        "api-version: 0.4.0",
+        "name: repeat-live",
+        "operators:",
+        "  - name: touch",
+        '    container: {image: cpost-test/busybox, tag: "1", command: ["cpost-workload", "mem", "24", "0.4"]}',
+        "    input: [{path: /input}]",
+        "  - name: quick",
+        '    container: {image: cpost-test/busybox, tag: "1", command: ["sh", "-c", "true"]}',
+        "    input: [{path: /input}]",
+        "",
+      ].join("\n"),
+    );
+    const metrics = join(dir, "metrics");
+    const run = await cpostSource(["run", join(dir, "pipeline.yaml"), input, "--repeat", "2", "--metrics_dir", metrics, "--sinks", "csv", "--record", join(dir, "rec.msgpack"), "--quiet"]);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    for (const n of [1, 2]) {
+      expect(readdirSync(join(metrics, `run-${n}`)).sort()).toEqual(["quick_final_result.csv", "touch_final_result.csv"]);
+      const recorded = readRecording(join(dir, `rec-run-${n}.msgpack`));
+      expect(recorded.complete).toBe(true);
+      const touch = recorded.operators[0]!.summary!;
+      // 24 MiB touched: the recorded evidence has the peak, when it was, and over how many rows.
+      expect(touch.recommendation.evidence!.memory.valueMb).toBeGreaterThan(24 * 1.048576);
+      expect(touch.recommendation.evidence!.memory.peakAtMs).toBeGreaterThan(recorded.run.startedAtMs);
+      expect(touch.recommendation.evidence!.memory.rows).toBe(touch.samples - 1);
+    }
+    expect(existsSync(join(dir, "rec.msgpack"))).toBe(false);
+    expect(run.stdout).toContain("Peaks over 2 runs\n+");
+    expect(run.stdout).toMatch(/\| touch +\| CPU +\|/);
+    expect(run.stdout).toMatch(/\| \(2 of 2 runs\) +\| Memory +\| 2\d\.\d{3} MB/);
+    expect(run.stdout).toMatch(/\n {2}touch {2}cpu: 1, memory: 256 {3}from max CPU [\d.]+ % and max memory 2\d\.\d{3} MB over \d+ rows\n/);
+  }, 60_000);
+});
+
