@@ -182,6 +182,18 @@ describe("the compiled binary", () => {
     expect(at < 0 || csv.slice(1).every((line) => line.split(",")[at] === "")).toBe(true);
   });
 
+  dockerTest("the CPOST-compatible form takes --collector-plugin and --sink-plugin too", async () => {
+    const before = events.length;
+    const run = await binary([pipeline, input, "--force", "cont", "--collector-plugin", "./plugins/proc-status.ts", "--sink-plugin", "./plugins/webhook.ts", "--webhook-url", hook()]);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain("Operator grow Summary");
+    expect(events.slice(before).map((e) => `${e.event}${e.operator ? ` ${e.operator}` : ""}`)).toEqual(["start", "operator grow", "operator spin", "end"]);
+    expect(events[before]).toMatchObject({ collectors: ["cgroup", "blkio", "proc-status"] });
+    const broken = await binary([pipeline, input, "--collector-plugin", "./syntax.ts"]);
+    expect(broken.code).toBe(2);
+    expect(broken.stderr).toContain("plugin ./syntax.ts: cannot load: ");
+  });
+
   const loadError = async (args: string[], env: Record<string, string | undefined> = {}) => {
     const run = await binary(["run", pipeline, input, ...args], env);
     expect(run.code).toBe(2);
