@@ -14,6 +14,7 @@
 import type { MetricSpec, Operator, OperatorResult, OperatorSummary, Probe, RunInfo, RunResult, SampleBatch, Target, Unavailable } from "./types.ts";
 import { columnKey, isUnavailable } from "./types.ts";
 
+/** The contracts of core/types.ts a plugin deals in. */
 export type {
   Collector,
   MetricBuffer,

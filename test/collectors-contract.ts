@@ -30,6 +30,7 @@ export interface LiveTarget {
   remove(): Promise<void>;
 }
 
+/** How the contract gets targets for the collector under test. */
 export interface CollectorContractOptions {
   /** Makes a fresh live target (called twice: one shared, one that is ended). */
   target(): Promise<LiveTarget>;
