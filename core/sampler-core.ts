@@ -44,6 +44,8 @@ export function epochNow(): number {
   return performance.timeOrigin + performance.now();
 }
 
+/** How often a pending watch looks for its container's cgroup, ms. */
+const PENDING_POLL_MS = 1;
 const BIN_US = 5;
 const BINS = 20_000; // 5 µs bins up to 100 ms; longer intervals land in the last bin
 
@@ -112,6 +114,8 @@ export function defineSamplingCore(options: CoreOptions) {
   const saidUnavailable = new Set<string>();
   let anchorMs = NaN;
   let lastTickMs = NaN;
+  /** The schedule slot the next full tick belongs to; ticks before it only look for pending cgroups. */
+  let slotMs = -Infinity;
 
   const warn = (message: string): void => emit({ type: "warning", message });
 
@@ -330,14 +334,24 @@ export function defineSamplingCore(options: CoreOptions) {
     nextDue(): number {
       if (sampling.length === 0) return Infinity;
       const now = epochNow();
-      if (now < anchorMs) return anchorMs;
       // drift-free: slots sit on anchor + k·interval; a late tick skips the slots it missed
-      return anchorMs + intervalMs * (Math.floor((now - anchorMs) / intervalMs) + 1);
+      slotMs = now < anchorMs ? anchorMs : anchorMs + intervalMs * (Math.floor((now - anchorMs) / intervalMs) + 1);
+      // a pending cgroup is looked for every millisecond: it may live only a few (runc create to delete)
+      for (let i = 0; i < sampling.length; i++) if (sampling[i]!.waitFor !== null) return Math.min(slotMs, now + PENDING_POLL_MS);
+      return slotMs;
     },
 
     /** One sample of every watched series (skipping one sampled in the last half interval), batching and finishing. */
     tick(): void {
       const now = epochNow();
+      if (now < slotMs) {
+        // between slots: only the pending series, outside the schedule and its interval figures
+        for (let i = sampling.length - 1; i >= 0; i--) {
+          const s = sampling[i]!;
+          if (s.waitFor !== null && arrived(s.waitFor)) openNow(s, now);
+        }
+        return;
+      }
       if (!Number.isNaN(lastTickMs)) histogram.add(now - lastTickMs);
       lastTickMs = now;
       for (let i = sampling.length - 1; i >= 0; i--) {
