@@ -16,6 +16,9 @@ const MIN_API_VERSION = "1.40";
 /** Default deadline of a plain request; streamed and long-poll requests have none. */
 const REQUEST_TIMEOUT_MS = 30_000;
 const DEFAULT_SOCKET = "/var/run/docker.sock";
+/** How long waiting on a container keeps asking an engine that went away (a dockerd restart takes seconds; minutes with many stale containers). */
+const RECONNECT_MS = 5 * 60_000;
+const RECONNECT_POLL_MS = 250;
 const SOCKET_HINT = "start the Docker engine (or `podman system service`), or set DOCKER_HOST=unix:///path/to/engine.sock";
 
 /** Where the engine listens, as cpost reaches it. */
@@ -117,6 +120,8 @@ export interface PullProgress {
 export interface DockerClient {
   readonly endpoint: EngineEndpoint;
   readonly info: EngineInfo;
+  /** Times the engine stopped answering since connecting (requests wait for it to come back). */
+  readonly outages?: number;
   ping(signal?: AbortSignal): Promise<void>;
   /** True when `image:tag` is present locally. */
   imageExists(image: string, signal?: AbortSignal): Promise<boolean>;
@@ -171,7 +176,7 @@ function unixEndpoint(path: string): EngineEndpoint {
  * Connects to the engine: checks it answers, negotiates the API version and
  * reads which engine it is and how it lays out cgroups.
  */
-export async function connectDocker(options: { host?: string; signal?: AbortSignal } = {}): Promise<DockerClient> {
+export async function connectDocker(options: { host?: string; signal?: AbortSignal; warn?: (message: string) => void } = {}): Promise<DockerClient> {
   const endpoint = engineEndpoint(options.host ?? process.env.DOCKER_HOST);
   const raw = rawRequester(endpoint);
   const version = (await raw("GET", "/version", { signal: options.signal, context: "engine version" }).then(json)) as VersionAnswer;
@@ -192,7 +197,7 @@ export async function connectDocker(options: { host?: string; signal?: AbortSign
     runtimes: Object.keys(info.Runtimes ?? {}),
     hostname: info.Name ?? "",
   };
-  return defineClient(endpoint, engineInfo, raw);
+  return defineClient(endpoint, engineInfo, raw, options.warn);
 }
 
 interface VersionAnswer {
@@ -391,9 +396,35 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
 
 // ---------------------------------------------------------------- the client
 
-function defineClient(endpoint: EngineEndpoint, info: EngineInfo, raw: Requester): DockerClient {
+function defineClient(endpoint: EngineEndpoint, info: EngineInfo, raw: Requester, warn?: (message: string) => void): DockerClient {
   const v = `/v${info.apiVersion}`;
-  const request: Requester = (method, path, options) => raw(method, v + path, options);
+  /** Since when the engine has not answered (NaN: it answers); outages counts the times it went away. */
+  let downSince = NaN;
+  let outages = 0;
+  // Once connected, an engine that stops answering is being restarted: wait for it (a request it never received is safe to send again).
+  const request: Requester = async (method, path, options) => {
+    for (;;) {
+      try {
+        const res = await raw(method, v + path, options);
+        if (!Number.isNaN(downSince)) {
+          warn?.(`the engine at ${endpoint.display} answers again after ${((Date.now() - downSince) / 1000).toFixed(1)} s`);
+          downSince = NaN;
+        }
+        return res;
+      } catch (error) {
+        // While it starts again, dockerd accepts connections long before it serves them: a timeout then means "still away".
+        const stillAway = !Number.isNaN(downSince) && (error as { cause?: { name?: string } }).cause?.name === "TimeoutError";
+        if (options.signal?.aborted || !(neverReached(error) || stillAway)) throw error;
+        if (Number.isNaN(downSince)) {
+          downSince = Date.now();
+          outages++;
+          warn?.(`the engine at ${endpoint.display} does not answer (${(error as Error).message.replace(/^.*\(|\)$/g, "")}): waiting up to ${RECONNECT_MS / 60_000} min for it to come back`);
+        }
+        if (Date.now() - downSince > RECONNECT_MS) throw error;
+        await Bun.sleep(RECONNECT_POLL_MS);
+      }
+    }
+  };
   const labelFilters = (labels: string[]) => JSON.stringify({ label: labels });
   const id = (s: string) => encodeURIComponent(s);
   const imagePath = (image: string) => image.split("/").map(encodeURIComponent).join("/");
@@ -401,6 +432,9 @@ function defineClient(endpoint: EngineEndpoint, info: EngineInfo, raw: Requester
   const client: DockerClient = {
     endpoint,
     info,
+    get outages() {
+      return outages;
+    },
 
     async ping(signal) {
       await request("GET", "/_ping", { signal, context: "ping" });
@@ -509,7 +543,7 @@ function defineClient(endpoint: EngineEndpoint, info: EngineInfo, raw: Requester
           return { exitCode: answer.StatusCode, error: answer.Error?.Message || undefined };
         } catch (error) {
           if (signal?.aborted || engineAnswer(error)) throw error;
-          // An idle long poll can be dropped by the transport; the container tells the truth.
+          // An idle long poll can be dropped by the transport, or the engine restarted: the container tells the truth (once the engine answers again).
           const state = await client.inspectContainer(containerId, signal);
           if (!state.running) return { exitCode: state.exitCode, error: state.error || undefined };
         }
@@ -630,6 +664,12 @@ function withPullHint(error: unknown, image: string, helperHint: string): unknow
     cause: error,
     hint: base + helperHint,
   });
+}
+
+/** True for a request the engine never received: its socket is missing or refuses connections (stopped, restarting). */
+function neverReached(error: unknown): boolean {
+  const code = (error instanceof CpostError ? (error.cause as { code?: string } | undefined)?.code : undefined) ?? "";
+  return code === "ENOENT" || code === "ECONNREFUSED";
 }
 
 /** The engine's own status and message behind an error, when it answered at all. */

@@ -146,7 +146,7 @@ export async function runPipeline(options: RunOptions): Promise<RunResult> {
   const signal = options.signal ?? new AbortController().signal;
   const log = defineConsole(options);
   checkInputs(options);
-  const engine = options.engine ?? (await connectDocker({ signal }));
+  const engine = options.engine ?? (await connectDocker({ signal, warn: log.warn }));
   const { pipeline } = options;
   const runId = randomBytes(6).toString("hex");
   const labels = { "cpost.run": runId, "cpost.pid": String(process.pid), "cpost.host": hostname() };
@@ -338,6 +338,7 @@ async function runOperator(op: Operator, ctx: OperatorContext): Promise<Operator
   try {
     const state = await engine.inspectContainer(id, signal);
     watch!.setPid(state.pid);
+    const outagesBefore = engine.outages ?? 0;
     const exit = await engine.waitContainer(id, signal);
     await watch!.finish(FINISH_GRACE_MS);
     for (const source of watch!.sources) log.debug(`Sampled ${op.name}: ${source}`);
@@ -351,7 +352,8 @@ async function runOperator(op: Operator, ctx: OperatorContext): Promise<Operator
     const endedAtMs = Date.now();
     if (exit.exitCode === 0) return { ...base, containerId: id, status: "succeeded", exitCode: 0, oomKilled: after.oomKilled, endedAtMs };
     log.info(`Operator failed with exitcode is: ${exit.exitCode}`);
-    const why = after.oomKilled ? ": killed for lack of memory (OOM)" : "removed" in after ? ": its container was removed from outside cpost" : exit.error ? `: ${exit.error}` : "";
+    const engineWentAway = (engine.outages ?? 0) > outagesBefore;
+    const why = after.oomKilled ? ": killed for lack of memory (OOM)" : "removed" in after ? ": its container was removed from outside cpost" : engineWentAway ? ": the engine went away while it ran (stopped or restarted)" : exit.error ? `: ${exit.error}` : "";
     const reason = `exit code ${exit.exitCode}${why}`;
     return { ...base, containerId: id, status: "failed", exitCode: exit.exitCode, reason, oomKilled: after.oomKilled, endedAtMs };
   } catch (thrown) {

@@ -59,7 +59,9 @@ export function defineReliabilityLog(file: string) {
       try {
         happened = await body();
       } catch (error) {
-        save(error instanceof Error ? error.message.split("\n")[0]! : String(error), "FAILED");
+        // bun's expect() colours its messages: the table wants plain text.
+        const message = (error instanceof Error ? error.message : String(error)).replace(/\x1b\[[0-9;]*m/g, "");
+        save(message.split("\n").filter((l) => l.trim() !== "").slice(0, 3).join(" "), "FAILED");
         throw error;
       }
       save(happened, "survived");

@@ -8,6 +8,8 @@ bash test/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
 log=$(mktemp)
 node_modules/.bin/bun test "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# docs/reliability.md is rendered from what the reliability tests recorded (test/reliability-log.ts).
+node_modules/.bin/bun test/reliability-report.ts || true
 pass=$(grep -Eo '^ *[0-9]+ pass$' "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
 fail=$(grep -Eo '^ *[0-9]+ fail$' "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
 skip=$(grep -Eo '^ *[0-9]+ skip$' "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
