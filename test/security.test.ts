@@ -312,4 +312,41 @@ describe("plugins load only from paths the user named", () => {
       return `all ${tries.length} were refused as unknown collector/sink (exit 2) and none of the files was imported (their import would have written a marker); \`cpost plugins\` lists only built-ins`;
     });
   }, 60_000);
+
+  test("a plugin named by --collector-plugin or CPOST_PLUGIN_PATH loads, and nothing beside it; it cannot take a built-in's name", async () => {
+    await log.check("Security", "Plugins named by --collector-plugin and CPOST_PLUGIN_PATH, run from a directory holding other plugin-shaped files; a plugin claiming a built-in's name", async () => {
+      const cwd = scratch();
+      const elsewhere = scratch();
+      const pathDir = scratch();
+      const imported = (file: string) => join(file.replace(/\.ts$/, ""), "..", `IMPORTED-${file.split("/").pop()}`);
+      const plugin = (file: string, name: string) =>
+        writeFileSync(
+          file,
+          `require("node:fs").writeFileSync(${JSON.stringify(imported(file))}, "");\n` +
+            `export default { name: ${JSON.stringify(name)}, description: "a test plugin", metrics: [{ name: "test.value", unit: "count", kind: "gauge" }], open() { return { unavailable: "test plugin" }; } };\n`,
+        );
+      for (const f of ["evil.ts", "named.ts", "other.ts"]) plugin(join(cwd, f), f.replace(".ts", "-beside"));
+      plugin(join(elsewhere, "named.ts"), "named-probe");
+      plugin(join(pathDir, "from-path.ts"), "from-path");
+      plugin(join(elsewhere, "clash.ts"), "cgroup");
+      const binary = await compiledBinary();
+
+      const byFlag = await watchCpost(["plugins", "--collector-plugin", join(elsewhere, "named.ts")], { cwd, binary });
+      expect(byFlag.code).toBe(0);
+      expect(byFlag.stdout).toContain("named-probe");
+      expect(existsSync(imported(join(elsewhere, "named.ts")))).toBe(true);
+      const byPath = await watchCpost(["plugins"], { cwd, binary, env: { CPOST_PLUGIN_PATH: pathDir } });
+      expect(byPath.code).toBe(0);
+      expect(byPath.stdout).toContain("from-path");
+      expect(existsSync(imported(join(pathDir, "from-path.ts")))).toBe(true);
+      for (const f of ["evil.ts", "named.ts", "other.ts"]) expect(existsSync(imported(join(cwd, f)))).toBe(false);
+      expect(byFlag.stdout + byPath.stdout).not.toContain("-beside");
+
+      const clash = await watchCpost(["plugins", "--collector-plugin", join(elsewhere, "clash.ts")], { cwd, binary });
+      expect(clash.code).not.toBe(0);
+      expect(clash.stderr).toContain("cgroup");
+      expect(clash.stderr).toMatch(/built-in/);
+      return `the file named by --collector-plugin and the directory named by CPOST_PLUGIN_PATH were loaded; none of the three plugin files in the working directory was imported; a plugin calling itself "cgroup" was refused (exit ${clash.code}: "${clash.stderr.split("\n")[0]!.replace(/^cpost: /, "").replace(elsewhere, "<dir>")}")`;
+    });
+  }, 60_000);
 });
