@@ -28,6 +28,11 @@ t0=$SECONDS
 bash "$here/setup.sh" bootstrap
 bash "$here/setup.sh" all &
 setup_pid=$!
+# Other test runs on this machine share the cache: building and pruning it
+# happen under a lock; booting does not need it (qemu -snapshot only reads
+# the image, and an image is pruned only when unused for 15 minutes).
+exec 9>"$cache/.lock"
+flock -w 600 9 || { log "could not lock $cache/.lock in 10 minutes"; exit 1; }
 rootfs=$(bash "$here/rootfs.sh" "$cache")
 t_rootfs=$((SECONDS - t0))
 wait "$setup_pid"
@@ -78,9 +83,11 @@ if [ ! -f "$disk" ]; then
   cp "$cpost" "$stage/cpost-vm/cpost"
   tar -C "$img_root" -cf "$stage/cpost-vm/busybox-image.tar" .
   mkfs.ext4 -q -F -L cpost-vm -d "$stage" "$work/disk.img" 3G
-  for old in "$cache"/disk-*.img; do [ -e "$old" ] && rm -f "$old"; done
   mv "$work/disk.img" "$disk"
 fi
+touch "$disk"
+find "$cache" -maxdepth 1 -name 'disk-*.img' ! -path "$disk" -mmin +15 -delete
+flock -u 9
 t_disk=$((SECONDS - t0 - t_setup))
 
 # Results come back as a raw tar the guest writes over the whole second disk.
