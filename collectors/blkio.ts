@@ -3,8 +3,8 @@
  * from blkio.throttle.io_service_bytes / io_serviced (cgroup v1) or io.stat
  * (v2). Where those stay empty (measured: kernel 6.18, v1, virtio disk, even
  * for O_DIRECT; docker stats shows nothing there either), the bytes come from
- * /proc/<pid>/io of the container's processes: each counter reports the
- * larger of the two sources, and `source` says which one it was. Read at
+ * /proc/<pid>/io of the container's processes: a counter the cgroup files
+ * leave at zero is taken from /proc, and `source` says which one it was. Read at
  * most every ~10 ms; rows in between leave the slots NaN.
  */
 import type { Collector, MetricBuffer, MetricSpec, Probe, Target } from "../core/types.ts";
@@ -94,6 +94,8 @@ export function createBlkioCollector(options: BlkioOptions = {}): Collector {
       const cgroup = new Float64Array(4);
       const fromProc = new Float64Array(2);
       const reported = new Float64Array(2);
+      // which source each reported counter last came from; the probe's `source` follows them
+      const reportedFromProc = [false, false];
       let usedProc = false;
       let lastRead = -Infinity;
       const cgroupSource = cg.version === 2 ? `cgroup v2 ${dir}/io.stat` : `cgroup v1 ${dir}/blkio.throttle.io_service_bytes,io_serviced`;
@@ -101,7 +103,7 @@ export function createBlkioCollector(options: BlkioOptions = {}): Collector {
         metrics: METRICS,
         get source() {
           return usedProc
-            ? `/proc/<pid>/io of the container's processes (${cgroup[0]! + cgroup[1]! === 0 ? "cgroup blkio files empty; ops not measured" : `larger than ${cgroupSource}`})`
+            ? `/proc/<pid>/io of the container's processes (${cgroup[0]! + cgroup[1]! === 0 ? "cgroup blkio files empty; ops not measured" : `where ${cgroupSource} had none`})`
             : cgroupSource;
         },
         read(out: MetricBuffer): boolean {
@@ -123,12 +125,19 @@ export function createBlkioCollector(options: BlkioOptions = {}): Collector {
           const values = out.values;
           const base = out.base;
           for (let i = 0; i < 2; i++) {
-            const best = proc && fromProc[i]! > cgroup[i]! ? fromProc[i]! : cgroup[i]!;
-            if (best !== cgroup[i]) usedProc = true;
+            // The cgroup's count is the source wherever it has bytes; /proc is read a moment
+            // later, so while I/O is in flight it runs ahead and must not win on that alone.
+            const best = proc && cgroup[i] === 0 && fromProc[i]! > 0 ? fromProc[i]! : cgroup[i]!;
             // counters never go back: a child's bytes are briefly in neither it nor its parent while it is reaped
-            reported[i] = Math.max(reported[i]!, best);
+            if (best > reported[i]!) {
+              reported[i] = best;
+              reportedFromProc[i] = best !== cgroup[i];
+            }
             values[base + i] = reported[i]!;
           }
+          // early on, dirtied pages can show in /proc before io.stat counts them; once the
+          // cgroup's count takes over, the figures are the cgroup's again
+          usedProc = reportedFromProc[0]! || reportedFromProc[1]!;
           // ops exist only in the cgroup files: if they missed bytes /proc saw, their op counts are wrong too
           const opsTrusted = cgroup[0]! + cgroup[1]! > 0 || reported[0]! + reported[1]! === 0;
           values[base + 2] = opsTrusted ? cgroup[2]! : NaN;

@@ -102,6 +102,26 @@ describe("cgroup v2 io.stat (real v2 files)", () => {
     expect(probe.source).toBe("/proc/<pid>/io of the container's processes (cgroup blkio files empty; ops not measured)");
     probe.close();
   });
+
+  test("/proc ahead only until io.stat counts the bytes: then io.stat's figures and its source again", () => {
+    const roots = fixtureCopy();
+    const statPath = join(roots.dir, "io.stat");
+    const pid = readFileSync(join(roots.dir, "cgroup.procs"), "utf8").trim();
+    const procIo = join(roots.procRoot, pid, "io");
+    const io = (r: number, w: number) => `rchar: ${r}\nwchar: ${w}\nsyscr: 1\nsyscw: 1\nread_bytes: ${r}\nwrite_bytes: ${w}\ncancelled_write_bytes: 0\n`;
+    // first reading: pages dirtied (in /proc) that io.stat has not counted yet
+    writeFileSync(statPath, "");
+    writeFileSync(procIo, io(0, 4 * MiB));
+    const probe = open(target(DOCKER_ID), roots);
+    expect(readAt(probe, 0).values["io.write_bytes"]).toBe(4 * MiB);
+    expect(probe.source).toContain("/proc/<pid>/io");
+    // later: io.stat has them and more, /proc (read a moment after) further still
+    writeFileSync(statPath, `8:0 rbytes=${2 * MiB} wbytes=${8 * MiB} rios=4 wios=8 dbytes=0 dios=0\n`);
+    writeFileSync(procIo, io(3 * MiB, 9 * MiB));
+    expect(readAt(probe, 20).values).toEqual({ "io.read_bytes": 2 * MiB, "io.write_bytes": 8 * MiB, "io.read_ops": 4, "io.write_ops": 8 });
+    expect(probe.source).toBe(`cgroup v2 ${roots.dir}/io.stat`);
+    probe.close();
+  });
 });
 
 describe("cgroup v1 blkio files", () => {

@@ -332,14 +332,9 @@ suite(`cgroup v2 for real: a Debian VM under qemu${skipReason ? ` (skipped: ${sk
         expect(f.ioReadOps).toBeGreaterThanOrEqual(100);
       });
 
-      // Known failure, found by this VM: collectors/blkio.ts reads io.stat, then
-      // /proc/<pid>/io, and keeps the larger per counter; while O_DIRECT I/O is
-      // in flight /proc, read later, is ahead, so the probe switches to the
-      // fallback for good ("larger than cgroup v2 …/io.stat") although io.stat
-      // carries every byte (the op counts, which come only from io.stat when it
-      // has bytes, are there). Turn back into test() once blkio.ts prefers
-      // io.stat where it carries bytes.
-      test.failing("the io figures come from io.stat, not the /proc/<pid>/io fallback", () => {
+      // Found by this VM: the probe once kept the larger of io.stat and /proc/<pid>/io,
+      // and /proc, read a moment later, ran ahead during O_DIRECT I/O.
+      test("the io figures come from io.stat, not the /proc/<pid>/io fallback", () => {
         expect(figuresOf(runs[`${driver}/accuracy`]!).ioSource).toMatch(/^cgroup v2 \/sys\/fs\/cgroup\/\S+\/io\.stat$/);
       });
     });
