@@ -1,8 +1,9 @@
 /**
- * Faults, for real: the engine restarting mid-run, an operator's container
- * killed or removed from outside, its cgroup vanishing under an open probe,
- * the metrics dir filling up, and cpost itself killed with SIGKILL. Each
- * ends cleanly: the samples taken are kept, files are not corrupt, and
+ * Faults, for real: the engine restarting mid-run (dockerd itself, in CI;
+ * everywhere, its phases played by a proxy in front of the real engine), an
+ * operator's container killed or removed from outside, its cgroup vanishing
+ * under an open probe, the metrics dir filling up, and cpost itself killed
+ * with SIGKILL. Each ends cleanly: the samples taken are kept, files are not corrupt, and
  * nothing labelled by the run outlives it. What each check tried and what
  * happened goes to docs/reliability.md (test/reliability-log.ts).
  */
