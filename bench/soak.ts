@@ -16,9 +16,9 @@ import { decodeMultiStream } from "@msgpack/msgpack";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { compileArgv } from "../scripts/build.ts";
 
 const REPO = resolve(import.meta.dir, "..");
-const BUN = join(REPO, "node_modules/.bin/bun");
 const SOCKET = "/var/run/docker.sock";
 const IMAGE = "cpost-test/busybox:1";
 
@@ -91,10 +91,12 @@ function cpuSeconds(pid: number): number {
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
 
-/** Builds the single executable (with the sampler's worker entrypoint) into a temp dir. */
+/** Builds the single executable as `npm run build` does into a temp dir, removed when this process ends. */
 export async function buildBinary(): Promise<string> {
-  const out = join(mkdtempSync(join(tmpdir(), "cpost-soak-bin-")), "cpost");
-  const proc = Bun.spawn([BUN, "build", "--compile", join(REPO, "core/main.ts"), join(REPO, "core/sampler-worker.ts"), "--outfile", out], { cwd: REPO, stdout: "pipe", stderr: "pipe" });
+  const dir = mkdtempSync(join(tmpdir(), "cpost-soak-bin-"));
+  process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+  const out = join(dir, "cpost");
+  const proc = Bun.spawn(compileArgv(out), { cwd: REPO, stdout: "pipe", stderr: "pipe" });
   if ((await proc.exited) !== 0) throw new Error(`bun build --compile failed: ${await new Response(proc.stderr).text()}`);
   return out;
 }

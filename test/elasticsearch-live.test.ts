@@ -6,33 +6,18 @@
  * non-empty spool (the second run from the compiled binary).
  */
 import { afterAll, expect } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { connectDocker } from "../core/docker.ts";
 import { readRecording } from "../core/recording.ts";
 import { sampleKey, startEsServer, storedSamples, type EsTestServer } from "./es-server.ts";
-import { BUN, compiledBinary, dockerTest, hasDocker, REPO } from "./support.ts";
+import { BUN, compiledBinary, defineTestScratch, dockerTest, REPO } from "./support.ts";
 
-const temp = mkdtempSync(join(tmpdir(), "cpost-es-live-"));
-const pids: number[] = [];
+const { scratch, pids, cleanup } = defineTestScratch("es-live");
 const servers: EsTestServer[] = [];
 afterAll(async () => {
   for (const s of servers) s.close();
-  if (hasDocker) {
-    // The runner removes its containers; this is for a run this test had to kill.
-    const docker = await connectDocker({ host: "unix:///var/run/docker.sock" });
-    for (const pid of pids) for (const c of await docker.listContainers([`cpost.pid=${pid}`])) await docker.removeContainer(c.id, { force: true });
-  }
-  rmSync(temp, { recursive: true, force: true });
+  await cleanup();
 });
-
-let counter = 0;
-function scratch(): string {
-  const dir = join(temp, `t${++counter}`);
-  mkdirSync(dir, { recursive: true });
-  return dir;
-}
 
 /** A one-operator pipeline that keeps a core busy for `seconds`, and an input dir. */
 function pipeline(seconds: number): { file: string; input: string } {

@@ -8,8 +8,7 @@
  * happened goes to docs/reliability.md (test/reliability-log.ts).
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { closeSync, cpSync, existsSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createCgroupCollector } from "../collectors/cgroup.ts";
 import { connectDocker, type DockerClient } from "../core/docker.ts";
@@ -17,34 +16,20 @@ import { readRecording, type Recording } from "../core/recording.ts";
 import { Sampler } from "../core/sampler.ts";
 import { isUnavailable, type MetricBuffer, type Probe, type SampleBatch, type Target } from "../core/types.ts";
 import { defineReliabilityLog } from "./reliability-log.ts";
-import { BUN, compiledBinary, dockerTest, hasDocker, IN_CI, REPO } from "./support.ts";
+import { BUN, compiledBinary, defineTestScratch, dockerTest, hasDocker, IN_CI, REPO } from "./support.ts";
 import { removeContainer, removeMine, startContainer, until } from "./test-containers.ts";
 
 const log = defineReliabilityLog("faults");
-const temp = mkdtempSync(join(tmpdir(), "cpost-faults-"));
 const INPUT = join(REPO, "examples/diamond/input");
-/** Every cpost process this file started: their labelled containers are removed in afterAll. */
-const pids: number[] = [];
+/** `pids`: every cpost process this file started; their labelled containers are removed in afterAll. */
+const { scratch, pids, cleanup } = defineTestScratch("faults");
 let engine: DockerClient | undefined;
 const docker = async () => (engine ??= await connectDocker({ host: "unix:///var/run/docker.sock" }));
 
 afterAll(async () => {
-  if (hasDocker) {
-    const d = await docker();
-    for (const pid of pids) {
-      for (const c of await d.listContainers([`cpost.pid=${pid}`]).catch(() => [])) await d.removeContainer(c.id, { force: true });
-    }
-    await removeMine();
-  }
-  rmSync(temp, { recursive: true, force: true });
+  if (hasDocker) await removeMine();
+  await cleanup();
 });
-
-let counter = 0;
-function scratch(): string {
-  const dir = join(temp, `t${++counter}`);
-  mkdirSync(dir, { recursive: true });
-  return dir;
-}
 
 /** A pipeline file of busybox operators; each is [name, argv]. */
 function pipelineFile(operators: Array<[string, string[]]>): string {

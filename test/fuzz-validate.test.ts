@@ -4,7 +4,7 @@
  * hang, or a file written anywhere.
  */
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CpostError } from "../core/errors.ts";
@@ -224,6 +224,7 @@ describe("fuzzed pipeline files", () => {
     expect(readdirSync(cwd)).toEqual([]);
     expect(readdirSync(tmp)).toEqual([]);
     expect(readdirSync(dir).length).toBe(25);
+    for (const d of [dir, cwd, tmp]) rmSync(d, { recursive: true, force: true });
     return `${codes[2]} exited 2 naming the file, ${codes[0]} validated (exit 0); nothing was written in the working dir, the temp dir or beside the files`;
   }), 120_000);
 });

@@ -7,7 +7,7 @@ import { afterAll, expect, test } from "bun:test";
 import { CpostError } from "../core/errors.ts";
 import { columnKey, type MetricColumn, type MetricSpec, type RunInfo, type SampleBatch } from "../core/types.ts";
 import createPrometheusSink, { prometheusFamily, type PrometheusSink } from "../plugins/prometheus.ts";
-import { freePort, prometheusTest, startPrometheus, type PrometheusServer } from "./prometheus-server.ts";
+import { prometheusTest, startPrometheus, type PrometheusServer } from "./prometheus-server.ts";
 
 const CONTAINER = "c0ffee".padEnd(64, "0");
 

@@ -5,8 +5,8 @@
  * nothing labelled with a run outlives it.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { hostname, tmpdir } from "node:os";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { parseFlags, parseForce, parseInterval } from "../core/commands/run.ts";
 import { connectDocker, type DockerClient } from "../core/docker.ts";
@@ -16,34 +16,22 @@ import { loadPipeline } from "../core/pipeline.ts";
 import { readRecording } from "../core/recording.ts";
 import { centre, runPipeline, TRITON_NETWORK } from "../core/runner.ts";
 import type { Sink } from "../core/types.ts";
-import { BUN, compiledBinary, dockerTest, hasDocker, REPO, TEST_IMAGE } from "./support.ts";
+import { BUN, compiledBinary, defineTestScratch, dockerTest, hasDocker, REPO, TEST_IMAGE } from "./support.ts";
 
-const temp = mkdtempSync(join(tmpdir(), "cpost-runner-test-"));
 const EXAMPLE = join(REPO, "examples/diamond/pipeline.yaml");
 const INPUT = join(REPO, "examples/diamond/input");
 // In-process runs label their containers with this process's pid.
-const pids: number[] = [process.pid];
+const { temp, scratch, pids, cleanup } = defineTestScratch("runner-test", [process.pid]);
 let engine: DockerClient | undefined;
 const docker = async () => (engine ??= await connectDocker({ host: "unix:///var/run/docker.sock" }));
 
 afterAll(async () => {
   if (hasDocker) {
     const d = await docker();
-    for (const pid of pids) {
-      for (const c of await d.listContainers([`cpost.pid=${pid}`])) await d.removeContainer(c.id, { force: true });
-      for (const n of await d.listNetworks([`cpost.pid=${pid}`])) await d.removeNetwork(n.id);
-    }
     for (const c of await d.listContainers([`cpost.test.owner=runner-test-${process.pid}`])) await d.removeContainer(c.id, { force: true });
   }
-  rmSync(temp, { recursive: true, force: true });
+  await cleanup();
 });
-
-let counter = 0;
-function scratch(): string {
-  const dir = join(temp, `t${++counter}`);
-  mkdirSync(dir, { recursive: true });
-  return dir;
-}
 
 function pipelineFile(yaml: string): string {
   const file = join(scratch(), "pipeline.yaml");

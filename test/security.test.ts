@@ -9,35 +9,19 @@
  * of where cpost runs). What each check tried goes to docs/reliability.md.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { networkInterfaces, tmpdir } from "node:os";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { networkInterfaces } from "node:os";
 import { join } from "node:path";
-import { connectDocker } from "../core/docker.ts";
 import { readRecording } from "../core/recording.ts";
 import { startEsServer } from "./es-server.ts";
 import { defineReliabilityLog } from "./reliability-log.ts";
-import { BUN, compiledBinary, dockerTest, hasDocker, REPO } from "./support.ts";
+import { BUN, compiledBinary, defineTestScratch, dockerTest, hasDocker, REPO } from "./support.ts";
 import { until } from "./test-containers.ts";
 
 const log = defineReliabilityLog("security");
-const temp = mkdtempSync(join(tmpdir(), "cpost-security-"));
 const INPUT = join(REPO, "examples/diamond/input");
-const pids: number[] = [];
-
-afterAll(async () => {
-  if (hasDocker) {
-    const d = await connectDocker({ host: "unix:///var/run/docker.sock" });
-    for (const pid of pids) for (const c of await d.listContainers([`cpost.pid=${pid}`])) await d.removeContainer(c.id, { force: true });
-  }
-  rmSync(temp, { recursive: true, force: true });
-});
-
-let counter = 0;
-function scratch(): string {
-  const dir = join(temp, `t${++counter}`);
-  mkdirSync(dir, { recursive: true });
-  return dir;
-}
+const { scratch, pids, cleanup } = defineTestScratch("security");
+afterAll(cleanup);
 
 function pipelineFile(operators: string): string {
   const file = join(scratch(), "pipeline.yaml");

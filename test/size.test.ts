@@ -175,6 +175,9 @@ describe("cpost size from recordings", () => {
       [["size", pipeline, "--from", join(dir, "none.msgpack")], `${join(dir, "none.msgpack")}: cannot read recording`],
       [["size", pipeline, "--from"], "--from needs a recording file"],
       [["run", pipeline, dir, "--repeat", "many"], "--repeat many: not a whole number from 1 to 1000"],
+      // a sink option whose sink was not chosen would do nothing
+      [["size", pipeline, dir, "--metrics_dir", dir, "--es-url", "http://127.0.0.1:9"], "--es-url: sink es is not in --sinks"],
+      [["run", pipeline, dir, "--sinks", "table", "--csv-flush", "1s"], "--csv-flush: sink csv is not in --sinks"],
     ];
     for (const [args, message] of cases) {
       const run = await cpostSource(args);

@@ -3,9 +3,10 @@
  * In CI (CI=true) a Docker test never skips: without an engine it fails.
  */
 import { test } from "bun:test";
-import { mkdtempSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { connectDocker } from "../core/docker.ts";
 import { compileArgv } from "../scripts/build.ts";
 
 export const REPO = resolve(import.meta.dir, "..");
@@ -33,18 +34,57 @@ export function dockerTest(name: string, fn: () => Promise<void> | void, timeout
 
 let binary: Promise<string> | undefined;
 
-/** Builds the single executable once per test process, in a temp dir; returns its path. */
+/** A hash of everything that goes into the binary: the sources, the lockfile, and this bun. */
+function sourceHash(): string {
+  const hash = new Bun.CryptoHasher("sha256");
+  hash.update(Bun.version);
+  const walk = (dir: string): void => {
+    for (const entry of readdirSync(dir, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) walk(path);
+      else if (entry.isFile()) hash.update(path).update(readFileSync(path));
+    }
+  };
+  for (const dir of ["core", "collectors", "plugins", "native", "scripts"]) walk(join(REPO, dir));
+  for (const file of ["package.json", "package-lock.json", "bunfig.toml", "tsconfig.json"]) {
+    if (existsSync(join(REPO, file))) hash.update(file).update(readFileSync(join(REPO, file)));
+  }
+  return hash.digest("hex").slice(0, 16);
+}
+
+/**
+ * Builds the single executable once for these sources, as `npm run build`
+ * builds the release (scripts/build.ts), so the tests test what ships. Kept
+ * in .cache/test-bin/<hash of the sources>/ (110 MB; older builds are
+ * removed), so test processes and runs share it.
+ */
 export function compiledBinary(): Promise<string> {
   binary ??= (async () => {
-    const out = join(mkdtempSync(join(tmpdir(), "cpost-bin-")), "cpost");
-    // built as `npm run build` builds the release (scripts/build.ts), so the tests test what ships
-    const proc = Bun.spawn(compileArgv(out), {
-      cwd: REPO,
-      stdout: "pipe",
-      stderr: "pipe",
-    });
+    const root = join(REPO, ".cache/test-bin");
+    const dir = join(root, sourceHash());
+    const out = join(dir, "cpost");
+    mkdirSync(root, { recursive: true });
+    for (const old of readdirSync(root)) {
+      const path = join(root, old);
+      // a build under way in another test process is left to it; one a killed process left, after a while
+      const stale = !old.startsWith(".build-") || Date.now() - statSync(path).mtimeMs > 10 * 60_000;
+      if (path !== dir && stale) rmSync(path, { recursive: true, force: true });
+    }
+    if (existsSync(out)) return out;
+    const building = mkdtempSync(join(root, ".build-"));
+    chmodSync(building, 0o755);
+    const proc = Bun.spawn(compileArgv(join(building, "cpost")), { cwd: REPO, stdout: "pipe", stderr: "pipe" });
     const code = await proc.exited;
-    if (code !== 0) throw new Error(`bun build --compile failed: ${await new Response(proc.stderr).text()}`);
+    if (code !== 0) {
+      rmSync(building, { recursive: true, force: true });
+      throw new Error(`bun build --compile failed: ${await new Response(proc.stderr).text()}`);
+    }
+    // renamed into place whole: another test process sees no binary or a complete one
+    try {
+      renameSync(building, dir);
+    } catch {
+      rmSync(building, { recursive: true, force: true });
+    }
     return out;
   })();
   return binary;
@@ -75,4 +115,34 @@ export async function runProcess(
 /** Runs cpost from source (`bun core/main.ts ...`). */
 export function cpostSource(args: string[], options: Parameters<typeof runProcess>[1] = {}) {
   return runProcess([BUN, join(REPO, "core/main.ts"), ...args], options);
+}
+
+/**
+ * One test file's temp dir, numbered scratch dirs in it, and the pids of the
+ * cpost processes it started. `cleanup()` (for afterAll) removes every
+ * container and network labelled with those pids (what a run the test had
+ * to kill left behind), then the dir.
+ */
+export function defineTestScratch(prefix: string, pids: number[] = []) {
+  const temp = mkdtempSync(join(tmpdir(), `cpost-${prefix}-`));
+  let counter = 0;
+  return {
+    temp,
+    pids,
+    scratch(): string {
+      const dir = join(temp, `t${++counter}`);
+      mkdirSync(dir, { recursive: true });
+      return dir;
+    },
+    async cleanup(): Promise<void> {
+      if (hasDocker) {
+        const docker = await connectDocker({ host: "unix:///var/run/docker.sock" });
+        for (const pid of pids) {
+          for (const c of await docker.listContainers([`cpost.pid=${pid}`]).catch(() => [])) await docker.removeContainer(c.id, { force: true });
+          for (const n of await docker.listNetworks([`cpost.pid=${pid}`]).catch(() => [])) await docker.removeNetwork(n.id);
+        }
+      }
+      rmSync(temp, { recursive: true, force: true });
+    },
+  };
 }

@@ -201,6 +201,18 @@ export function available(names: string[], registry: Record<string, unknown>, ki
   return have;
 }
 
+/** A `--<sink>-<option>` whose sink (or plugin collector) was not chosen would do nothing: a usage error. */
+export function checkSinkOptions(sinkOptions: Record<string, string>, sinks: string[], collectors: string[], plugins?: PluginSet): void {
+  for (const key of Object.keys(sinkOptions)) {
+    if (collectors.some((c) => plugins?.collector(c) && key.startsWith(`${c}-`))) continue;
+    if (!sinks.some((s) => key.startsWith(`${s}-`) || key.startsWith(`${sinkName(s)}-`))) {
+      const owner = plugins?.plugins.find((p) => key.startsWith(`${p.name}-`));
+      const what = owner ? `${owner.kind} ${owner.name} is not in --${owner.kind}s` : `sink ${key.split("-")[0]} is not in --sinks`;
+      throw new CpostError("usage", `--${key}: ${what}`, { hint: `add it to --${owner?.kind ?? "sink"}s, or drop --${key}` });
+    }
+  }
+}
+
 const args = {
   pipeline: { type: "positional", required: true, description: "pipeline definition file (Clara pipeline YAML)", valueHint: "pipeline.yaml" },
   input: { type: "positional", required: true, description: "input payload directory", valueHint: "input_dir" },
@@ -243,14 +255,7 @@ export default defineCommand({
     const withEnabled = (names: string[], kind: "collector" | "sink") => [...names, ...plugins.enabled(kind).filter((n) => !names.includes(n))];
     const sinks = withEnabled(flags.sinks !== undefined ? list(str("sinks")) : available(metricsDir ? ["table", "csv"] : ["table"], builtinSinks, "sink"), "sink");
     const collectors = withEnabled(flags.collectors !== undefined ? list(str("collectors")) : available(DEFAULT_COLLECTORS, builtinCollectors, "collector"), "collector");
-    for (const key of Object.keys(sinkOptions)) {
-      if (collectors.some((c) => plugins.collector(c) && key.startsWith(`${c}-`))) continue;
-      if (!sinks.some((s) => key.startsWith(`${s}-`) || key.startsWith(`${sinkName(s)}-`))) {
-        const owner = plugins.plugins.find((p) => key.startsWith(`${p.name}-`));
-        const what = owner ? `${owner.kind} ${owner.name} is not in --${owner.kind}s` : `sink ${key.split("-")[0]} is not in --sinks`;
-        throw new CpostError("usage", `--${key}: ${what}`, { hint: `add it to --${owner?.kind ?? "sink"}s, or drop --${key}` });
-      }
-    }
+    checkSinkOptions(sinkOptions, sinks, collectors, plugins);
     return executeRun({
       pipeline: positionals[0]!,
       input: positionals[1]!,

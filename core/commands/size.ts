@@ -17,7 +17,7 @@ import { loadPipeline } from "../pipeline.ts";
 import { readRecording, replayInto } from "../recording.ts";
 import { defineSizingObserver, executeRepeated, formatRecommendations, formatSpread, type OperatorSizing } from "../repeat.ts";
 import { CPOST_POLICY } from "../sizing.ts";
-import { available, parseFlags, parseForce, parseInterval } from "./run.ts";
+import { available, checkSinkOptions, parseFlags, parseForce, parseInterval } from "./run.ts";
 
 const args = {
   pipeline: { type: "positional", required: true, description: "pipeline definition file (Clara pipeline YAML); --apply writes into it", valueHint: "pipeline.yaml" },
@@ -112,6 +112,8 @@ export default defineCommand({
     } else {
       const metricsDir = str("metrics-dir");
       const sinks = flags.sinks !== undefined ? (str("sinks") ?? "").split(",").map((s) => s.trim()).filter(Boolean) : metricsDir ? available(["csv", "msgpack"], builtinSinks, "sink") : [];
+      const collectors = flags.collectors !== undefined ? (str("collectors") ?? "").split(",").map((s) => s.trim()).filter(Boolean) : available(DEFAULT_COLLECTORS, builtinCollectors, "collector");
+      checkSinkOptions(sinkOptions, sinks, collectors);
       code = await executeRepeated(
         {
           pipeline: pipelineFile,
@@ -122,7 +124,7 @@ export default defineCommand({
           verbose: flags.verbose === true,
           quiet: flags.quiet === true,
           keepOutputs: false,
-          collectors: flags.collectors !== undefined ? (str("collectors") ?? "").split(",").map((s) => s.trim()).filter(Boolean) : available(DEFAULT_COLLECTORS, builtinCollectors, "collector"),
+          collectors,
           sinks,
           intervalMs: parseInterval(str("interval") ?? "10ms"),
           tritonImage: str("triton-image"),
