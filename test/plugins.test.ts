@@ -194,6 +194,25 @@ describe("the compiled binary", () => {
     expect(broken.stderr).toContain("plugin ./syntax.ts: cannot load: ");
   });
 
+  dockerTest("cpost replay feeds a recording to a sink plugin as the live run fed it", async () => {
+    const recording = join(dir, "replay.msgpack");
+    const before = events.length;
+    const live = await binary(["run", pipeline, input, "--sinks", "csv", "--metrics_dir", join(dir, "m3"), "--record", recording, "--sink-plugin", "./plugins/webhook.ts", "--webhook-url", hook()]);
+    expect(live.code).toBe(0);
+    const liveEvents = events.slice(before);
+    const replayed = await binary(["replay", recording, "--sinks", "csv", "--metrics_dir", join(dir, "m4"), "--sink-plugin", "./plugins/webhook.ts", "--webhook-url", hook()]);
+    expect(replayed.code).toBe(0);
+    const replayEvents = events.slice(before + liveEvents.length);
+    expect(replayEvents.map((e) => `${e.event}${e.operator ? ` ${e.operator}` : ""}`)).toEqual(["start", "operator grow", "operator spin", "end"]);
+    // the same operators, statuses, sample counts and figures as the live run sent
+    const facts = (e: Record<string, unknown>) => ({ operator: e.operator, status: e.status, samples: e.samples, memoryMb: e.memoryMb, recommendation: e.recommendation });
+    expect(replayEvents.slice(1, 3).map(facts)).toEqual(liveEvents.slice(1, 3).map(facts));
+    expect(readFileSync(join(dir, "m4/grow_final_result.csv"), "utf8")).toBe(readFileSync(join(dir, "m3/grow_final_result.csv"), "utf8"));
+    const collector = await binary(["replay", recording, "--collector-plugin", "./plugins/proc-status.ts"]);
+    expect(collector.code).toBe(2);
+    expect(collector.stderr).toContain("cpost replay feeds recorded samples to sinks; it runs no collector");
+  });
+
   const loadError = async (args: string[], env: Record<string, string | undefined> = {}) => {
     const run = await binary(["run", pipeline, input, ...args], env);
     expect(run.code).toBe(2);

@@ -3,14 +3,17 @@
  * recorded run into sinks with the hooks of a live run, so the table and
  * CSVs come out as the live run wrote them. Summaries are rebuilt from the
  * samples (`--policy` re-sizes with another rule). A recording cut short by
- * a crash replays up to its last complete record, with a warning.
+ * a crash replays up to its last complete record, with a warning. Sink
+ * plugins load as for `cpost run` (--sink-plugin, CPOST_PLUGIN_PATH).
  */
 import { defineCommand } from "citty";
-import { loadSinkFactories, sinkName } from "../../plugins/index.ts";
+import { builtinSinks } from "../../plugins/index.ts";
 import { CpostError, formatError } from "../errors.ts";
+import { loadPlugins, PLUGIN_PATH_ENV, resolveSinkFactories, scanPluginFlags } from "../plugin-loader.ts";
 import { readRecording, replayInto } from "../recording.ts";
-import { POLICY_ARGS, policyFlagsOf, policyFromFlags } from "../sizing.ts";
+import { POLICY_ARGS, POLICY_FLAG_NAMES, policyFlagsOf, policyFromFlags } from "../sizing.ts";
 import type { Sink } from "../types.ts";
+import { checkSinkOptions, parseFlags } from "./run.ts";
 
 export default defineCommand({
   meta: { name: "replay", description: "Feed a recorded run (written with --sinks msgpack or --record) into sinks, as the live run did." },
@@ -19,23 +22,39 @@ export default defineCommand({
     sinks: { type: "string", description: "sinks, comma-separated (default table, plus csv with --metrics_dir); sink options: --<sink>-<option> VALUE", valueHint: "table,csv" },
     metrics_dir: { type: "string", description: "directory for the CSV files and other file outputs (never the recording's own, unless given)", valueHint: "dir" },
     ...POLICY_ARGS,
+    "sink-plugin": { type: "string", description: `load a sink plugin file and feed it too (repeatable); ${PLUGIN_PATH_ENV} plugins are used when named in --sinks`, valueHint: "./my-sink.ts" },
   },
-  async run({ args }) {
-    const metricsDir = (args.metrics_dir ?? args["metrics-dir"]) as string | undefined;
-    const names = args.sinks === undefined ? (metricsDir ? ["csv", "table"] : ["table"]) : String(args.sinks).split(",").map((s) => s.trim()).filter(Boolean);
-    if (names.length === 0) throw new CpostError("usage", "--sinks is empty", { hint: "name at least one sink, e.g. --sinks table,csv" });
-    const policy = policyFromFlags(policyFlagsOf(args as Record<string, string | true | undefined>));
-    const recording = readRecording(args.recording);
-    if (!recording.complete) {
-      process.stderr.write(`warning: ${args.recording} ends before the run did (it crashed or was killed); replaying its ${recording.operators.length} operator(s) up to the last complete record\n`);
+  async run({ rawArgs }) {
+    const { collectorFiles, sinkFiles } = scanPluginFlags(rawArgs);
+    if (collectorFiles.length > 0) {
+      throw new CpostError("usage", "cpost replay feeds recorded samples to sinks; it runs no collector", { hint: "drop --collector-plugin; give it to `cpost run` to record its metrics" });
     }
-    // `--<sink>-<option> value` flags of the chosen sinks reach them as the run command passes them.
-    const options: Record<string, string | undefined> = {};
-    for (const [key, value] of Object.entries(args)) {
-      if (typeof value === "string" && names.some((n) => key.startsWith(`${n}-`) || key.startsWith(`${sinkName(n)}-`))) options[key] = value;
+    const plugins = await loadPlugins({ sinkFiles, pluginPath: process.env[PLUGIN_PATH_ENV] });
+    // `--<sink>-<option> value` flags of the chosen sinks reach them as `cpost run` passes them.
+    const { positionals, flags, sinkOptions } = parseFlags(rawArgs, {
+      values: ["sinks", "metrics_dir", ...POLICY_FLAG_NAMES],
+      booleans: [],
+      repeated: ["sink-plugin"],
+      sinkPrefixes: [...Object.keys(builtinSinks), "es", ...plugins.plugins.map((p) => p.name)],
+    });
+    if (positionals.length !== 1) {
+      throw new CpostError("usage", `cpost replay takes one recording file (got ${positionals.length} arguments)`, { hint: "cpost replay <run.msgpack> [--sinks table,csv] [--metrics_dir D]; see `cpost replay --help`" });
+    }
+    const file = positionals[0]!;
+    const str = (name: string) => (typeof flags[name] === "string" ? (flags[name] as string) : undefined);
+    const metricsDir = str("metrics-dir");
+    const chosen = flags.sinks === undefined ? (metricsDir ? ["csv", "table"] : ["table"]) : (str("sinks") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+    if (chosen.length === 0) throw new CpostError("usage", "--sinks is empty", { hint: "name at least one sink, e.g. --sinks table,csv" });
+    // plugins given by flag are fed without being named again
+    const names = [...chosen, ...plugins.enabled("sink").filter((n) => !chosen.includes(n))];
+    checkSinkOptions(sinkOptions, names, [], plugins);
+    const policy = policyFromFlags(policyFlagsOf(flags));
+    const recording = readRecording(file);
+    if (!recording.complete) {
+      process.stderr.write(`warning: ${file} ends before the run did (it crashed or was killed); replaying its ${recording.operators.length} operator(s) up to the last complete record\n`);
     }
     const sinks: Sink[] = [];
-    for (const { factory } of await loadSinkFactories(names)) sinks.push(await factory({ metricsDir, options, out: process.stdout }));
+    for (const { factory } of await resolveSinkFactories(names, plugins)) sinks.push(await factory({ metricsDir, options: sinkOptions, out: process.stdout }));
     let failures = 0;
     await replayInto(recording, sinks, {
       policy,
