@@ -8,17 +8,16 @@
 import { defineCommand, type ArgsDef } from "citty";
 import { readFileSync } from "node:fs";
 import { builtinCollectors, DEFAULT_COLLECTORS, loadCollectors } from "../../collectors/index.ts";
-import { builtinSinks, loadSinkFactories, sinkName } from "../../plugins/index.ts";
+import { builtinSinks, loadSinkFactories } from "../../plugins/index.ts";
 import { connectDocker } from "../docker.ts";
 import { CpostError } from "../errors.ts";
 import { parseListen } from "../listen.ts";
 import { needsToken, startMonitor } from "../monitor.ts";
 import type { Sink } from "../types.ts";
-import { parseFlags, parseInterval } from "./run.ts";
+import { checkSinkOptions, commaList, parseFlags, parseInterval, valueOf } from "./run.ts";
 
 /** Where the client looks for the monitor unless --url or CPOST_MONITOR_URL says otherwise. */
 export const DEFAULT_MONITOR_URL = "http://127.0.0.1:8686";
-const list = (text: string | undefined) => (text ?? "").split(",").map((s) => s.trim()).filter(Boolean);
 
 /** A duration flag: `500ms`, `30s`, `2m`, or a bare number of ms, within [minMs, maxMs]. */
 function parseDuration(text: string, flag: string, minMs: number, maxMs: number): number {
@@ -84,15 +83,14 @@ const serve = defineCommand({
     poll: { type: "string", description: "how often to look for new and gone containers (default: the interval, within 250ms–1s)", valueHint: "1s" },
   } satisfies ArgsDef,
   async run({ rawArgs }) {
-    const labelFlags = takeRepeated(rawArgs, "label");
-    const nameFlags = takeRepeated(labelFlags.rest, "name");
-    const { positionals, flags, sinkOptions } = parseFlags(nameFlags.rest, {
+    const { positionals, flags, sinkOptions, lists } = parseFlags(rawArgs, {
       values: ["listen", "interval", "sinks", "collectors", "host-collectors", "token-file", "poll"],
       booleans: [],
+      repeated: ["label", "name"],
       sinkPrefixes: [...Object.keys(builtinSinks), "es"],
     });
+    const str = valueOf(flags);
     if (positionals.length > 0) throw new CpostError("usage", `unexpected argument ${positionals[0]}`, { hint: "see `cpost monitor serve --help`" });
-    const str = (name: string) => (typeof flags[name] === "string" ? (flags[name] as string) : undefined);
     const listen = parseListen(str("listen") ?? "127.0.0.1:8686", "--listen");
     const token = readToken(str("token-file"));
     if (needsToken(listen, token)) {
@@ -109,15 +107,11 @@ const serve = defineCommand({
       if (!state.ok) process.stderr.write(`cpost monitor: GPUs not monitored: ${state.reason}\n`);
     }
     const withNvml = (names: string[]) => (gpus ? [...names, "nvml"] : names);
-    const containerCollectors = await loadCollectors(flags.collectors !== undefined ? list(str("collectors")) : withNvml(DEFAULT_COLLECTORS.filter((n) => n in builtinCollectors)));
-    const hostCollectors = await loadCollectors(flags["host-collectors"] !== undefined ? list(str("host-collectors")) : withNvml(["host"]));
-    const sinkNames = flags.sinks !== undefined ? list(str("sinks")) : ["prometheus"];
+    const containerCollectors = await loadCollectors(flags.collectors !== undefined ? commaList(str("collectors")) : withNvml(DEFAULT_COLLECTORS.filter((n) => n in builtinCollectors)));
+    const hostCollectors = await loadCollectors(flags["host-collectors"] !== undefined ? commaList(str("host-collectors")) : withNvml(["host"]));
+    const sinkNames = flags.sinks !== undefined ? commaList(str("sinks")) : ["prometheus"];
     if (sinkNames.length === 0) throw new CpostError("usage", "--sinks is empty: a monitor with no sinks records nothing", { hint: "e.g. --sinks es,prometheus" });
-    for (const key of Object.keys(sinkOptions)) {
-      if (!sinkNames.some((s) => key.startsWith(`${s}-`) || key.startsWith(`${sinkName(s)}-`))) {
-        throw new CpostError("usage", `--${key}: sink ${key.split("-")[0]} is not in --sinks`, { hint: `add it to --sinks, or drop --${key}` });
-      }
-    }
+    checkSinkOptions(sinkOptions, sinkNames, []);
     const factories = await loadSinkFactories(sinkNames);
     const makeSinks = async (): Promise<Sink[]> => Promise.all(factories.map(({ factory }) => factory({ options: sinkOptions, out: process.stderr })));
     const intervalMs = parseInterval(str("interval") ?? "1s");
@@ -127,7 +121,7 @@ const serve = defineCommand({
     const monitor = await startMonitor({
       listen, token, intervalMs, containerCollectors, hostCollectors, makeSinks, sinkNames, engine, log,
       pollMs: pollText === undefined ? undefined : parseDuration(pollText, "--poll", 10, 60_000),
-      filters: { labels: labelFlags.values, names: nameFlags.values },
+      filters: { labels: lists?.label ?? [], names: lists?.name ?? [] },
       warn: (line) => process.stderr.write(`warning: ${line}\n`),
     });
     const signal = await new Promise<string>((resolve) => {

@@ -13,7 +13,7 @@ import { loadPlugins, PLUGIN_PATH_ENV, resolveSinkFactories, scanPluginFlags } f
 import { readRecording, replayInto } from "../recording.ts";
 import { POLICY_ARGS, POLICY_FLAG_NAMES, policyFlagsOf, policyFromFlags } from "../sizing.ts";
 import type { Sink } from "../types.ts";
-import { checkSinkOptions, parseFlags } from "./run.ts";
+import { checkSinkOptions, commaList, parseFlags, valueOf } from "./run.ts";
 
 export default defineCommand({
   meta: { name: "replay", description: "Feed a recorded run (written with --sinks msgpack or --record) into sinks, as the live run did." },
@@ -37,13 +37,13 @@ export default defineCommand({
       repeated: ["sink-plugin"],
       sinkPrefixes: [...Object.keys(builtinSinks), "es", ...plugins.plugins.map((p) => p.name)],
     });
+    const str = valueOf(flags);
     if (positionals.length !== 1) {
       throw new CpostError("usage", `cpost replay takes one recording file (got ${positionals.length} arguments)`, { hint: "cpost replay <run.msgpack> [--sinks table,csv] [--metrics_dir D]; see `cpost replay --help`" });
     }
     const file = positionals[0]!;
-    const str = (name: string) => (typeof flags[name] === "string" ? (flags[name] as string) : undefined);
     const metricsDir = str("metrics-dir");
-    const chosen = flags.sinks === undefined ? (metricsDir ? ["csv", "table"] : ["table"]) : (str("sinks") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+    const chosen = flags.sinks === undefined ? (metricsDir ? ["csv", "table"] : ["table"]) : commaList(str("sinks"));
     if (chosen.length === 0) throw new CpostError("usage", "--sinks is empty", { hint: "name at least one sink, e.g. --sinks table,csv" });
     // plugins given by flag are fed without being named again
     const names = [...chosen, ...plugins.enabled("sink").filter((n) => !chosen.includes(n))];

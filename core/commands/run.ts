@@ -59,7 +59,8 @@ export function parseForce(text: string | undefined): RunRequest["force"] {
 /** The words an optional-value flag (`--force`) may take from the next argument. */
 const OPTIONAL_VALUES = ["none", "cont", "stop"];
 
-const list = (text: string | undefined) => (text ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+/** A comma-separated flag value as its names: `"a, b,"` is `["a", "b"]`. */
+export const commaList = (text: string | undefined): string[] => (text ?? "").split(",").map((s) => s.trim()).filter(Boolean);
 
 interface FlagSpec {
   /** Flags that take a value; names as typed without dashes, both `_` and `-` spellings accepted. */
@@ -131,6 +132,23 @@ export function parseFlags(raw: string[], spec: FlagSpec): { positionals: string
     }
   }
   return { positionals, flags, sinkOptions, ...(spec.repeated ? { lists } : {}) };
+}
+
+/** Reads parseFlags' flags by name (the `-` spelling): a value flag's value, undefined when absent or given bare. */
+export const valueOf = (flags: Record<string, string | true>) => (name: string): string | undefined => (typeof flags[name] === "string" ? (flags[name] as string) : undefined);
+
+/** The run settings `cpost run` and `cpost size` read alike from their flags. */
+export function runSettingsOf(flags: Record<string, string | true>) {
+  const value = valueOf(flags);
+  return {
+    metricsDir: value("metrics-dir"),
+    modelsDir: value("models-dir"),
+    force: parseForce(flags.force === true ? undefined : value("force")),
+    verbose: flags.verbose === true,
+    quiet: flags.quiet === true,
+    intervalMs: parseInterval(value("interval") ?? "10ms"),
+    tritonImage: value("triton-image"),
+  } satisfies Partial<RunRequest>;
 }
 
 /** Runs a pipeline as asked; the exit code (0 all succeeded, 1 an operator failed or was skipped). */
@@ -246,30 +264,24 @@ export default defineCommand({
       aliases: { v: "verbose" },
       sinkPrefixes,
     });
+    const str = valueOf(flags);
     if (positionals.length !== 2) {
       throw new CpostError("usage", `cpost run takes a pipeline file and an input directory (got ${positionals.length} argument${positionals.length === 1 ? "" : "s"})`, { hint: "cpost run <pipeline.yaml> <input_dir> [options]; see `cpost run --help`" });
     }
-    const str = (name: string) => (typeof flags[name] === "string" ? (flags[name] as string) : undefined);
-    const metricsDir = str("metrics-dir");
+    const settings = runSettingsOf(flags);
     // plugins given by flag are used without being named again
     const withEnabled = (names: string[], kind: "collector" | "sink") => [...names, ...plugins.enabled(kind).filter((n) => !names.includes(n))];
-    const sinks = withEnabled(flags.sinks !== undefined ? list(str("sinks")) : available(metricsDir ? ["table", "csv"] : ["table"], builtinSinks, "sink"), "sink");
-    const collectors = withEnabled(flags.collectors !== undefined ? list(str("collectors")) : available(DEFAULT_COLLECTORS, builtinCollectors, "collector"), "collector");
+    const sinks = withEnabled(flags.sinks !== undefined ? commaList(str("sinks")) : available(settings.metricsDir ? ["table", "csv"] : ["table"], builtinSinks, "sink"), "sink");
+    const collectors = withEnabled(flags.collectors !== undefined ? commaList(str("collectors")) : available(DEFAULT_COLLECTORS, builtinCollectors, "collector"), "collector");
     checkSinkOptions(sinkOptions, sinks, collectors, plugins);
     return executeRun({
       pipeline: positionals[0]!,
       input: positionals[1]!,
-      metricsDir,
-      modelsDir: str("models-dir"),
-      force: parseForce(flags.force === true ? undefined : str("force")),
-      verbose: flags.verbose === true,
-      quiet: flags.quiet === true,
+      ...settings,
       keepOutputs: flags["keep-outputs"] === true,
       collectors,
       sinks,
-      intervalMs: parseInterval(str("interval") ?? "10ms"),
       record: str("record"),
-      tritonImage: str("triton-image"),
       sizing: sizingRequestOf(flags),
       sinkOptions,
       plugins,

@@ -17,7 +17,7 @@ import { loadPipeline } from "../pipeline.ts";
 import { readRecording, replayInto } from "../recording.ts";
 import { defineSizingObserver, executeRepeated, formatRecommendations, formatSpread, type OperatorSizing } from "../repeat.ts";
 import { CPOST_POLICY } from "../sizing.ts";
-import { available, checkSinkOptions, parseFlags, parseForce, parseInterval } from "./run.ts";
+import { available, checkSinkOptions, commaList, parseFlags, runSettingsOf, valueOf } from "./run.ts";
 
 const args = {
   pipeline: { type: "positional", required: true, description: "pipeline definition file (Clara pipeline YAML); --apply writes into it", valueHint: "pipeline.yaml" },
@@ -85,13 +85,13 @@ export default defineCommand({
       aliases: { v: "verbose" },
       sinkPrefixes: [...Object.keys(builtinSinks), "es"],
     });
+    const str = valueOf(flags);
     const expected = from.length > 0 ? 1 : 2;
     if (positionals.length !== expected) {
       throw new CpostError("usage", from.length > 0 ? `with --from, cpost size takes only the pipeline file (got ${positionals.length} arguments)` : `cpost size takes a pipeline file and an input directory (got ${positionals.length} argument${positionals.length === 1 ? "" : "s"})`, {
         hint: "cpost size <pipeline.yaml> <input_dir> [--repeat N] [--apply], or cpost size <pipeline.yaml> --from run.msgpack",
       });
     }
-    const str = (name: string) => (typeof flags[name] === "string" ? (flags[name] as string) : undefined);
     const sizing = sizingRequestOf(flags);
     const policy = sizing.policy ?? CPOST_POLICY;
     const pipelineFile = positionals[0]!;
@@ -110,24 +110,18 @@ export default defineCommand({
         await replayInto(recording, [observer.sink], { policy });
       }
     } else {
-      const metricsDir = str("metrics-dir");
-      const sinks = flags.sinks !== undefined ? (str("sinks") ?? "").split(",").map((s) => s.trim()).filter(Boolean) : metricsDir ? available(["csv", "msgpack"], builtinSinks, "sink") : [];
-      const collectors = flags.collectors !== undefined ? (str("collectors") ?? "").split(",").map((s) => s.trim()).filter(Boolean) : available(DEFAULT_COLLECTORS, builtinCollectors, "collector");
+      const settings = runSettingsOf(flags);
+      const sinks = flags.sinks !== undefined ? commaList(str("sinks")) : settings.metricsDir ? available(["csv", "msgpack"], builtinSinks, "sink") : [];
+      const collectors = flags.collectors !== undefined ? commaList(str("collectors")) : available(DEFAULT_COLLECTORS, builtinCollectors, "collector");
       checkSinkOptions(sinkOptions, sinks, collectors);
       code = await executeRepeated(
         {
           pipeline: pipelineFile,
           input: positionals[1]!,
-          metricsDir,
-          modelsDir: str("models-dir"),
-          force: parseForce(flags.force === true ? undefined : str("force")),
-          verbose: flags.verbose === true,
-          quiet: flags.quiet === true,
+          ...settings,
           keepOutputs: false,
           collectors,
           sinks,
-          intervalMs: parseInterval(str("interval") ?? "10ms"),
-          tritonImage: str("triton-image"),
           sizing,
           sinkOptions,
         },
