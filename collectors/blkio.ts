@@ -94,15 +94,15 @@ export function createBlkioCollector(options: BlkioOptions = {}): Collector {
       const cgroup = new Float64Array(4);
       const fromProc = new Float64Array(2);
       const reported = new Float64Array(2);
-      // which source each reported counter last came from; the probe's `source` follows them
+      // Which source each reported counter last came from, and so the probe's `source`: early on /proc
+      // can show dirtied pages io.stat has not counted yet; once the cgroup's count passes them, it is the source again.
       const reportedFromProc = [false, false];
-      let usedProc = false;
       let lastRead = -Infinity;
       const cgroupSource = cg.version === 2 ? `cgroup v2 ${dir}/io.stat` : `cgroup v1 ${dir}/blkio.throttle.io_service_bytes,io_serviced`;
       return {
         metrics: METRICS,
         get source() {
-          return usedProc
+          return reportedFromProc[0] || reportedFromProc[1]
             ? `/proc/<pid>/io of the container's processes (${cgroup[0]! + cgroup[1]! === 0 ? "cgroup blkio files empty; ops not measured" : `where ${cgroupSource} had none`})`
             : cgroupSource;
         },
@@ -135,9 +135,6 @@ export function createBlkioCollector(options: BlkioOptions = {}): Collector {
             }
             values[base + i] = reported[i]!;
           }
-          // early on, dirtied pages can show in /proc before io.stat counts them; once the
-          // cgroup's count takes over, the figures are the cgroup's again
-          usedProc = reportedFromProc[0]! || reportedFromProc[1]!;
           // ops exist only in the cgroup files: if they missed bytes /proc saw, their op counts are wrong too
           const opsTrusted = cgroup[0]! + cgroup[1]! > 0 || reported[0]! + reported[1]! === 0;
           values[base + 2] = opsTrusted ? cgroup[2]! : NaN;

@@ -80,9 +80,12 @@ function pressureFiles(dir: string | undefined, slots: Set<number>, files: StatF
   };
 }
 
+/** The OOM-kill count's key in v1 memory.oom_control and v2 memory.events. */
+const OOM_KEYS = [keyBytes("oom_kill")];
+
 function limitOf(raw: number, hostMemory: number): number {
   if (Number.isNaN(raw)) return NaN;
-  return raw >= UNLIMITED || raw === Infinity ? hostMemory : Math.min(raw, hostMemory || raw);
+  return raw >= UNLIMITED ? hostMemory : Math.min(raw, hostMemory || raw);
 }
 
 /** Opens the files of a cgroup v1 container (controllers in directories of their own). */
@@ -108,7 +111,6 @@ export function openV1(cg: ContainerCgroup, hostMemory: number): Reader {
   const throttleKeys = [keyBytes("nr_throttled"), keyBytes("throttled_time")];
   // total_* include child cgroups; plain keys are the fallback for kernels without them
   const statKeys = ["total_rss", "total_cache", "total_inactive_file", "rss", "cache", "inactive_file"].map(keyBytes);
-  const oomKeys = [keyBytes("oom_kill")];
   const stat = new Float64Array(statKeys.length);
   const pressure = pressureFiles(cg.unified, slots, files);
   const dirs = (["cpu", "cpuacct", "memory", "pids"] as const).filter((c) => cg.v1[c]).join(",");
@@ -140,7 +142,7 @@ export function openV1(cg: ContainerCgroup, hostMemory: number): Reader {
       }
       if (peak && reread(peak)) v[PEAK] = fileNumber(peak);
       if (oom && reread(oom)) {
-        keyedValues(oom, oomKeys, stat);
+        keyedValues(oom, OOM_KEYS, stat);
         v[OOM] = stat[0]!;
       }
       if (pidsCurrent && reread(pidsCurrent)) v[PIDS] = fileNumber(pidsCurrent);
@@ -172,7 +174,6 @@ export function openV2(cg: ContainerCgroup, hostMemory: number): Reader {
   const cpuKeys = ["usage_usec", "user_usec", "system_usec", "nr_throttled", "throttled_usec"].map(keyBytes);
   const cpu = new Float64Array(cpuKeys.length);
   const statKeys = ["anon", "file", "inactive_file"].map(keyBytes);
-  const oomKeys = [keyBytes("oom_kill")];
   const stat = new Float64Array(statKeys.length);
   const pressure = pressureFiles(dir, slots, files);
   return {
@@ -202,7 +203,7 @@ export function openV2(cg: ContainerCgroup, hostMemory: number): Reader {
       }
       if (peak && reread(peak)) v[PEAK] = fileNumber(peak);
       if (events && reread(events)) {
-        keyedValues(events, oomKeys, stat);
+        keyedValues(events, OOM_KEYS, stat);
         v[OOM] = stat[0]!;
       }
       if (pidsCurrent && reread(pidsCurrent)) v[PIDS] = fileNumber(pidsCurrent);

@@ -126,9 +126,8 @@ export interface NvmlDevice {
   /** smClockMhz. */
   readSmClock(): number;
   smClockMhz: number;
-  /** Samples newer than lastSeenUs: sampleCount, sampleMean, sampleNewest (value of the latest), sampleLastUs. */
+  /** Samples newer than lastSeenUs: sampleMean (NaN when none), sampleNewest (value of the latest), sampleLastUs. */
   readSamples(type: number, lastSeenUs: number): number;
-  sampleCount: number;
   sampleMean: number;
   sampleNewest: number;
   sampleLastUs: number;
@@ -287,7 +286,7 @@ function bindDevice(nvml: Required, optional: Optional, features: NvmlFeatures, 
   const u32Ptr = at(AT.u32);
 
   const got = nvml.nvmlDeviceGetHandleByIndex_v2(index, at(AT.handle));
-  const handle = (got === NvmlReturn.SUCCESS ? u32[0]! + u32[1]! * TWO_32 : 0) as Pointer;
+  const handle = (got === NvmlReturn.SUCCESS ? u64(u32, AT.handle) : 0) as Pointer;
   const text = (fn: typeof nvml.nvmlDeviceGetName): string =>
     got === NvmlReturn.SUCCESS && fn(handle, at(AT.strings), 96) === NvmlReturn.SUCCESS ? cString(bytes.subarray(AT.strings)) : "";
 
@@ -302,6 +301,7 @@ function bindDevice(nvml: Required, optional: Optional, features: NvmlFeatures, 
   let processesPtr = ptr(processes);
   let processStride = features.processList === "nvmlDeviceGetComputeRunningProcesses" ? 16 : 24;
   const listProcesses = features.processList && optional[features.processList];
+  const v3 = features.processList === "nvmlDeviceGetComputeRunningProcesses_v3";
 
   let utilSamples = new ArrayBuffer(64 * 32);
   let utilSamples32 = new Uint32Array(utilSamples);
@@ -370,7 +370,6 @@ function bindDevice(nvml: Required, optional: Optional, features: NvmlFeatures, 
       if (code === NvmlReturn.SUCCESS) device.smClockMhz = u32[AT.u32 / 4]!;
       return code;
     },
-    sampleCount: 0,
     sampleMean: NaN,
     sampleNewest: NaN,
     sampleLastUs: 0,
@@ -379,7 +378,6 @@ function bindDevice(nvml: Required, optional: Optional, features: NvmlFeatures, 
       if (!optional.nvmlDeviceGetSamples) return NvmlReturn.NOT_SUPPORTED;
       u32[AT.count / 4] = SAMPLE_CAPACITY;
       const code = optional.nvmlDeviceGetSamples(handle, type, lastSeenUs, at(AT.valueType), countPtr, samplesPtr);
-      device.sampleCount = 0;
       if (code !== NvmlReturn.SUCCESS) return code;
       const n = Math.min(u32[AT.count / 4]!, SAMPLE_CAPACITY);
       const valueType = u32[AT.valueType / 4]!;
@@ -394,7 +392,6 @@ function bindDevice(nvml: Required, optional: Optional, features: NvmlFeatures, 
           device.sampleNewest = value;
         }
       }
-      device.sampleCount = n;
       device.sampleMean = n > 0 ? sum / n : NaN;
       device.sampleLastUs = last;
       return code;
@@ -407,7 +404,6 @@ function bindDevice(nvml: Required, optional: Optional, features: NvmlFeatures, 
       for (let attempt = 0; attempt < 2 && code === NvmlReturn.INSUFFICIENT_SIZE; attempt++) {
         const capacity = processes.byteLength / 32;
         u32[AT.count / 4] = capacity;
-        const v3 = features.processList === "nvmlDeviceGetComputeRunningProcesses_v3";
         if (v3) processes8.fill(SENTINEL);
         code = listProcesses(handle, countPtr, processesPtr);
         if (code === NvmlReturn.INSUFFICIENT_SIZE) {
