@@ -11,9 +11,10 @@
  * a crash keeps all but the last second. Numbers print as the shortest text
  * that reads back the same double, so a replay writes the same bytes.
  */
-import { closeSync, ftruncateSync, mkdirSync, openSync, writeSync } from "node:fs";
+import { closeSync, mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
 import { CpostError } from "../core/errors.ts";
+import { defineAppendFile, type AppendFile } from "./append-file.ts";
 import { CPU_KEY, definePairing, MEMORY_KEY, pythonFloat, type Pairing, type RowEmitter } from "../core/summary.ts";
 import type { MetricColumn, Sink, SinkFactory, SinkOptions } from "../core/types.ts";
 
@@ -22,18 +23,16 @@ const FIRST_COLUMNS = ["timestamp", "cpu_percent", "memory"];
 
 /** One operator's open CSV file. */
 interface CsvFile {
-  path: string;
-  fd: number;
+  /** The file on disk: whole lines only. */
+  out: AppendFile;
   /** Keys of the columns after the first three, fixed by the first series. */
   extraKeys: string[] | undefined;
   pairing: Pairing | undefined;
   emit: RowEmitter;
   pending: string;
-  /** Bytes on disk, all whole lines. */
-  written: number;
-  /** Set when a write failed (a full disk): the file keeps its whole lines and takes no more. */
-  failed: CpostError | undefined;
 }
+
+const CSV_WORDS = { kept: "whole rows written before", hint: "free space there, or give --metrics_dir on another file system" };
 
 const quote = (name: string) => (/[",\r\n]/.test(name) ? `"${name.replace(/"/g, '""')}"` : name);
 
@@ -46,35 +45,18 @@ const csv = (options: SinkOptions): Sink => {
   let timer: ReturnType<typeof setInterval> | undefined;
 
   const flush = (file: CsvFile) => {
-    if (file.failed) throw file.failed;
+    if (file.out.failed) throw file.out.failed;
     if (file.pending.length === 0) return;
     const bytes = Buffer.from(file.pending);
     file.pending = "";
-    try {
-      for (let off = 0; off < bytes.length; ) off += writeSync(file.fd, bytes, off, bytes.length - off);
-      file.written += bytes.length;
-    } catch (cause) {
-      // A short write (ENOSPC) would leave half a row: cut back to the last whole line, and stop there.
-      try {
-        ftruncateSync(file.fd, file.written);
-      } catch {
-        // the rows written stay; only the cut failed
-      }
-      const code = (cause as NodeJS.ErrnoException).code;
-      file.failed = new CpostError("io", `cannot write ${file.path}: ${code === "ENOSPC" ? "no space left on device" : (cause as Error).message}; it keeps the ${file.written} bytes of whole rows written before, and no more`, {
-        file: file.path,
-        cause,
-        hint: "free space there, or give --metrics_dir on another file system",
-      });
-      throw file.failed;
-    }
+    file.out.append(bytes);
   };
   // A failure in the background flush is thrown by the next hook, so the runner reports it.
   const flushAll = () => files.forEach((f) => {
     try {
       flush(f);
     } catch {
-      // kept in f.failed
+      // kept in f.out.failed
     }
   });
   const open = (operator: string): CsvFile => {
@@ -86,7 +68,7 @@ const csv = (options: SinkOptions): Sink => {
     const path = join(dir, `${operator}_final_result.csv`);
     try {
       mkdirSync(dir, { recursive: true });
-      file = { path, fd: openSync(path, "w"), extraKeys: undefined, pairing: undefined, emit: () => {}, pending: "", written: 0, failed: undefined };
+      file = { out: defineAppendFile(path, openSync(path, "w"), CSV_WORDS), extraKeys: undefined, pairing: undefined, emit: () => {}, pending: "" };
     } catch (cause) {
       throw new CpostError("io", `cannot write CSV: ${(cause as Error).message}`, { file: path, cause, hint: "choose a writable --metrics_dir" });
     }
@@ -129,7 +111,7 @@ const csv = (options: SinkOptions): Sink => {
     try {
       flush(file);
     } finally {
-      closeSync(file.fd);
+      closeSync(file.out.fd);
     }
   };
 
@@ -138,7 +120,7 @@ const csv = (options: SinkOptions): Sink => {
     start() {},
     write(batch) {
       const file = open(batch.operator);
-      if (file.failed) throw file.failed;
+      if (file.out.failed) throw file.out.failed;
       if (batch.columns !== file.pairing?.columns) startSeries(file, batch.columns);
       file.pairing!.add(batch, file.emit);
       if (file.pending.length > 1 << 20 || performance.now() - lastFlush >= FLUSH_MS) {
@@ -150,7 +132,7 @@ const csv = (options: SinkOptions): Sink => {
       if (result.status === "skipped" && !files.has(result.operator)) return;
       const file = open(result.operator);
       close(file, result.operator);
-      out.write(`Results are stored in ${file.path}\n`);
+      out.write(`Results are stored in ${file.out.path}\n`);
     },
     end() {
       clearInterval(timer);
