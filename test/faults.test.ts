@@ -16,7 +16,7 @@ import { readRecording, type Recording } from "../core/recording.ts";
 import { Sampler } from "../core/sampler.ts";
 import { isUnavailable, type MetricBuffer, type Probe, type SampleBatch, type Target } from "../core/types.ts";
 import { defineReliabilityLog } from "./reliability-log.ts";
-import { BUN, compiledBinary, defineTestScratch, dockerTest, hasDocker, IN_CI, REPO } from "./support.ts";
+import { BUN, compiledBinary, defineTestScratch, dockerTest, hasDocker, IN_CI, pingDocker, REPO } from "./support.ts";
 import { removeContainer, removeMine, startContainer, until } from "./test-containers.ts";
 
 const log = defineReliabilityLog("faults");
@@ -122,13 +122,7 @@ function checkCsv(path: string): number {
 
 const DOCKER_PID_FILE = "/var/run/docker.pid";
 
-async function enginePing(): Promise<boolean> {
-  try {
-    return (await fetch("http://docker/_ping", { unix: "/var/run/docker.sock", signal: AbortSignal.timeout(1000) })).ok;
-  } catch {
-    return false;
-  }
-}
+const enginePing = () => pingDocker("/var/run/docker.sock", 1000);
 
 function alive(pid: number): boolean {
   try {

@@ -10,20 +10,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connectDocker } from "../core/docker.ts";
 import { readRecording } from "../core/recording.ts";
-import { BUN, hasDocker, IN_CI, REPO, runProcess, TEST_IMAGE } from "./support.ts";
+import { BUN, hasDocker, IN_CI, pingDocker, REPO, runProcess, TEST_IMAGE } from "./support.ts";
 
 const podman = Bun.which("podman");
 const temp = mkdtempSync(join(tmpdir(), "cpost-podman-test-"));
 const socket = join(temp, "podman.sock");
 let service: ReturnType<typeof Bun.spawn> | undefined;
-
-async function answers(path: string): Promise<boolean> {
-  try {
-    return (await fetch("http://d/_ping", { unix: path, signal: AbortSignal.timeout(1000) })).ok;
-  } catch {
-    return false;
-  }
-}
 
 beforeAll(async () => {
   if (!podman || !hasDocker) return;
@@ -36,7 +28,7 @@ beforeAll(async () => {
     stderr: "ignore",
   });
   const deadline = Date.now() + 30_000;
-  while (!(await answers(socket))) {
+  while (!(await pingDocker(socket, 1000))) {
     if (Date.now() > deadline) throw new Error("podman system service did not answer within 30 s");
     await Bun.sleep(100);
   }

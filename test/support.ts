@@ -14,9 +14,10 @@ export const BUN = join(REPO, "node_modules/.bin/bun");
 export const TEST_IMAGE = "cpost-test/busybox:1";
 export const IN_CI = process.env.CI === "true" || process.env.CI === "1";
 
-async function pingDocker(): Promise<boolean> {
+/** True when an engine answers `_ping` on that Unix socket within `timeoutMs`. */
+export async function pingDocker(socket = "/var/run/docker.sock", timeoutMs = 2000): Promise<boolean> {
   try {
-    const res = await fetch("http://docker/_ping", { unix: "/var/run/docker.sock", signal: AbortSignal.timeout(2000) });
+    const res = await fetch("http://docker/_ping", { unix: socket, signal: AbortSignal.timeout(timeoutMs) });
     return res.ok;
   } catch {
     return false;

@@ -21,16 +21,11 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readRecording, type Recording } from "../core/recording.ts";
-import { compiledBinary, hasDocker, IN_CI, REPO, runProcess } from "./support.ts";
+import { compiledBinary, hasDocker, IN_CI, pingDocker, REPO, runProcess } from "./support.ts";
 
 /** The v1 column only needs the engine to answer eventually; support's 2 s ping can miss it on a loaded machine. */
 async function dockerAnswers(): Promise<boolean> {
-  if (hasDocker) return true;
-  try {
-    return (await fetch("http://docker/_ping", { unix: "/var/run/docker.sock", signal: AbortSignal.timeout(15_000) })).ok;
-  } catch {
-    return false;
-  }
+  return hasDocker || (await pingDocker("/var/run/docker.sock", 15_000));
 }
 
 const MiB = 1024 * 1024;
