@@ -14,9 +14,9 @@
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import { availableParallelism, hostname, release, totalmem } from "node:os";
 import type { DockerClient } from "./docker.ts";
-import { pluginError } from "./errors.ts";
 import { isLoopback, listenHttp, urlOf, type ListenAddress } from "./listen.ts";
 import { Sampler, type Watch } from "./sampler.ts";
+import { defineSinkFanout } from "./sink-fanout.ts";
 import { SummaryBuilder } from "./summary.ts";
 import type { Collector, Operator, OperatorResult, RunInfo, SampleBatch, Sink, Target } from "./types.ts";
 import { VERSION } from "./version.ts";
@@ -95,22 +95,10 @@ export interface Monitor {
 
 type SinkCaller = (hook: string, fn: (sink: Sink) => unknown) => Promise<void>;
 
-/** One hook at a time, sink after sink, never concurrently; a failing sink is reported once and left out. */
+/** The run's fan-out (core/sink-fanout.ts) for a session: `end` reaches a sink that failed before, so it can close. */
 function defineSinkCaller(sinks: Sink[], warn: (line: string) => void): SinkCaller {
-  const failed = new Set<Sink>();
-  let tail: Promise<void> = Promise.resolve();
-  return (hook, fn) =>
-    (tail = tail.then(async () => {
-      for (const sink of sinks) {
-        if (failed.has(sink) && hook !== "end") continue;
-        try {
-          await fn(sink);
-        } catch (thrown) {
-          if (!failed.has(sink)) warn(pluginError(sink.name, hook, thrown).message);
-          failed.add(sink);
-        }
-      }
-    }));
+  const fanout = defineSinkFanout(sinks, warn);
+  return (hook, fn) => fanout.call(hook, fn, { always: hook === "end" });
 }
 
 /** Starts serving; throws CpostError when the address is taken or a token is missing for a non-loopback address. */

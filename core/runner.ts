@@ -10,10 +10,11 @@ import { availableParallelism, hostname, release, tmpdir, totalmem } from "node:
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline/promises";
 import { connectDocker, engineAnswer, type DockerClient } from "./docker.ts";
-import { asCpostError, CpostError, pluginError } from "./errors.ts";
+import { asCpostError, CpostError } from "./errors.ts";
 import { limitSpec, runWithOomRetry, type RunSizing } from "./limits.ts";
 import { mountsFor, outputHostDir, upstreamsOf } from "./pipeline.ts";
 import { Sampler, type Watch } from "./sampler.ts";
+import { defineSinkFanout } from "./sink-fanout.ts";
 import { SummaryBuilder } from "./summary.ts";
 import type { Collector, ContainerLimits, Operator, OperatorResult, OperatorSummary, Pipeline, RunInfo, RunResult, SampleBatch, Sink } from "./types.ts";
 import { VERSION } from "./version.ts";
@@ -624,42 +625,6 @@ async function untilForced(work: Promise<unknown>, forceSignal: AbortSignal | un
 }
 
 // ---------------------------------------------------------------- sinks and console
-
-/**
- * Calls sinks in hook order, one hook at a time and one sink after the
- * other, never concurrently: the sampler enqueues and goes on, so a slow
- * sink never blocks sampling. A throwing sink is reported once and then
- * left out, as replay does; `end` still reaches it so it can close.
- */
-function defineSinkFanout(sinks: Sink[], warn: (message: string) => void) {
-  const failed = new Map<Sink, number>();
-  let tail: Promise<void> = Promise.resolve();
-  return {
-    call(hook: string, fn: (sink: Sink) => unknown, options: { always?: boolean } = {}): Promise<void> {
-      tail = tail.then(async () => {
-        for (const sink of sinks) {
-          if (failed.has(sink) && !options.always) {
-            failed.set(sink, failed.get(sink)! + 1);
-            continue;
-          }
-          try {
-            await fn(sink);
-          } catch (thrown) {
-            if (failed.has(sink)) continue;
-            failed.set(sink, 0);
-            warn(pluginError(sink.name, hook, thrown).message);
-          }
-        }
-      });
-      return tail;
-    },
-    reportSuppressed(): void {
-      for (const [sink, skippedCalls] of failed) {
-        if (skippedCalls > 0) warn(`sink ${sink.name} was left out of ${skippedCalls} later call(s) after it failed`);
-      }
-    },
-  };
-}
 
 interface Console {
   info(line: string): void;
