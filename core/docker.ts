@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { CpostError } from "./errors.ts";
 
 /** The API version cpost speaks (Docker 20.10); older engines lack DeviceRequests. */
-export const API_VERSION = "1.41";
+const API_VERSION = "1.41";
 const MIN_API_VERSION = "1.40";
 /** Default deadline of a plain request; streamed and long-poll requests have none. */
 const REQUEST_TIMEOUT_MS = 30_000;

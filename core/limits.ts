@@ -22,7 +22,7 @@ export interface RunSizing {
 }
 
 /** The limits an operator's first container gets. */
-export function limitsFor(op: Operator, sizing: RunSizing | undefined): ContainerLimits {
+function limitsFor(op: Operator, sizing: RunSizing | undefined): ContainerLimits {
   if (!sizing?.enforceRequests) return {};
   const { cpu, memory } = op.requests;
   return { ...(cpu !== undefined && cpu > 0 ? { cpu } : {}), ...(memory !== undefined && memory > 0 ? { memoryMb: memory } : {}) };
@@ -37,7 +37,7 @@ export function limitSpec(limits: ContainerLimits | undefined): { memoryBytes?: 
 }
 
 /** `--retry-oom [--retry-oom-cap MB]`: the cap, by default this host's memory. */
-export function retryOomCap(text: string | undefined): number {
+function retryOomCap(text: string | undefined): number {
   if (text === undefined) return Math.floor(totalmem() / 1e6);
   const value = /^\d+$/.test(text) ? Number(text) : NaN;
   if (!(value >= 8)) throw new CpostError("usage", `--retry-oom-cap ${text}: not a number of MB (8 or more)`, { hint: "give the largest memory limit to retry with, in MB, e.g. 8192" });

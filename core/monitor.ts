@@ -366,7 +366,7 @@ function operatorOf(name: string, container: string): Operator {
 }
 
 /** `*` matches any run of characters; everything else matches itself. */
-export function globMatch(pattern: string, name: string): boolean {
+function globMatch(pattern: string, name: string): boolean {
   const re = new RegExp(`^${pattern.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*")}$`);
   return re.test(name);
 }

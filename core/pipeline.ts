@@ -10,7 +10,7 @@ import { CpostError } from "./errors.ts";
 import type { Operator, OperatorInput, OperatorOutput, OperatorService, Pipeline, Requests } from "./types.ts";
 
 /** Largest pipeline file cpost reads; real ones are a few KB. */
-export const MAX_PIPELINE_BYTES = 4 * 1024 * 1024;
+const MAX_PIPELINE_BYTES = 4 * 1024 * 1024;
 /** How many problems of one file are listed. */
 const MAX_REPORTED_ERRORS = 20;
 /** Operator names: 1–255 of these characters, as Clara requires. */
@@ -605,7 +605,7 @@ export function outputHostDir(workDir: string, operator: Operator, index: number
 }
 
 /** Which output of `upstream` an input reading it refers to. */
-export function upstreamOutputIndex(upstream: Operator, input: OperatorInput): number {
+function upstreamOutputIndex(upstream: Operator, input: OperatorInput): number {
   if (input.name !== undefined) return upstream.outputs.findIndex((o) => o.name === input.name);
   const unnamed = upstream.outputs.findIndex((o) => o.name === undefined);
   return unnamed >= 0 ? unnamed : 0;

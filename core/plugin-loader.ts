@@ -91,7 +91,7 @@ export function pluginPathFiles(pluginPath: string | undefined): string[] {
 let sdkServed = false;
 
 /** Serves the module "cpost" (the SDK's runtime half) to plugins that import it as a value; also in the compiled binary. */
-export function serveSdkModule(): void {
+function serveSdkModule(): void {
   if (sdkServed) return;
   sdkServed = true;
   const exports = { defineCollector, defineSink, columnKey, isUnavailable };

@@ -105,7 +105,7 @@ function foldResults(operator: string, results: OperatorResult[]): OperatorResul
 // ---------------------------------------------------------------- repeated runs
 
 /** `<metrics_dir>/run-<i>` and `run-<i>` beside a --record file: every run's outputs are kept. */
-export function runOutputs(request: RunRequest, run: number): Pick<RunRequest, "metricsDir" | "record"> {
+function runOutputs(request: RunRequest, run: number): Pick<RunRequest, "metricsDir" | "record"> {
   const record = request.record === undefined ? undefined : join(dirname(request.record), `${basename(request.record, extname(request.record))}-run-${run}${extname(request.record) || ".msgpack"}`);
   return { metricsDir: request.metricsDir === undefined ? undefined : join(request.metricsDir, `run-${run}`), record };
 }

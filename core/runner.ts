@@ -20,7 +20,7 @@ import type { Collector, ContainerLimits, Operator, OperatorResult, OperatorSumm
 import { VERSION } from "./version.ts";
 
 /** The Triton server image the original CPOST used. */
-export const DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:20.07-v1-py3";
+const DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:20.07-v1-py3";
 /** The network Triton and the operators that use it share, as the original named it. */
 export const TRITON_NETWORK = "cpost_net";
 /** How long creating and starting one container may take (the original's ID_WAITING_TIME_SECONDS). */

@@ -36,7 +36,6 @@ export interface MinMaxDigest {
 /** An incremental min/max downsampler fed one operator's batches in time order. */
 export interface MinMaxSeries {
   add(batch: SampleBatch): void;
-  readonly rows: number;
   digest(): MinMaxDigest;
 }
 
@@ -168,9 +167,6 @@ export function defineMinMaxSeries(maxBuckets = DEFAULT_BUCKETS): MinMaxSeries {
 
   return {
     add,
-    get rows() {
-      return rows;
-    },
     digest,
   };
 }

@@ -59,8 +59,10 @@ export function openSpool(dir: string, maxBytes: number): Spool {
     });
   }
 
+  /** The spool's files, oldest first. */
+  const spooled = () => readdirSync(dir).filter((n) => FILE.test(n)).sort();
   function scan(): { names: string[]; docs: number; bytes: number } {
-    const names = readdirSync(dir).filter((n) => FILE.test(n)).sort();
+    const names = spooled();
     let docs = 0;
     let bytes = 0;
     for (const name of names) {
@@ -97,7 +99,7 @@ export function openSpool(dir: string, maxBytes: number): Spool {
   }
 
   function claim(): ReturnType<Spool["claim"]> {
-    for (const name of scan().names) {
+    for (const name of spooled()) {
       const claimed = join(dir, `${name}.claimed-${OWNER}`);
       try {
         renameSync(join(dir, name), claimed);

@@ -25,7 +25,7 @@ export function parseDuration(text: string | undefined, fallbackMs: number, opti
 }
 
 /** `1G`, `512M`, `64KiB`, plain bytes. */
-export function parseSize(text: string | undefined, fallback: number, option: string): number {
+function parseSize(text: string | undefined, fallback: number, option: string): number {
   if (text === undefined) return fallback;
   const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(text.trim());
   if (!m) throw new CpostError("input", `--${option} ${JSON.stringify(text)} is not a size`, { hint: "e.g. 1G, 512M, 100000000" });
@@ -33,7 +33,7 @@ export function parseSize(text: string | undefined, fallback: number, option: st
 }
 
 /** A whole number of at least `min`. */
-export function parseCount(text: string | undefined, fallback: number, option: string, min = 0): number {
+function parseCount(text: string | undefined, fallback: number, option: string, min = 0): number {
   if (text === undefined) return fallback;
   if (!/^\d+$/.test(text.trim()) || Number(text) < min) throw new CpostError("input", `--${option} ${JSON.stringify(text)} is not a whole number of at least ${min}`);
   return Number(text);

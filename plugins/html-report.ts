@@ -37,7 +37,7 @@ interface ChartGroup {
 }
 
 /** The charts of an operator, in page order; a group is drawn when any of its metrics was measured. */
-export const CHART_GROUPS: readonly ChartGroup[] = [
+const CHART_GROUPS: readonly ChartGroup[] = [
   { group: "cpu", title: "CPU", unit: "%", scale: 1, metrics: { "cpu.percent": "cpu" } },
   {
     group: "memory",

@@ -15,8 +15,6 @@ import { renderReport, type ReportOperator } from "./html-report.ts";
 export interface HtmlSinkOptions {
   /** The report file to write. */
   path: string;
-  /** Min/max buckets per chart column (default plugins/downsample.ts DEFAULT_BUCKETS). */
-  buckets?: number;
   /** Where to say where the report went (a run's stdout); silent when absent. */
   out?: SinkOptions["out"];
 }
@@ -49,7 +47,7 @@ export function defineHtmlSink(options: HtmlSinkOptions, complete = true): Sink 
     if (current?.name === name) return current;
     let found = entries.get(name);
     if (!found) {
-      found = { name, series: defineMinMaxSeries(options.buckets) };
+      found = { name, series: defineMinMaxSeries() };
       entries.set(name, found);
     }
     current = found;

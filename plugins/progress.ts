@@ -4,6 +4,7 @@
  * samples taken; cleared when the operator is done. Silent when stderr is
  * not a terminal. The runner adds it on a TTY unless --quiet.
  */
+import { CPU_KEY, MEMORY_KEY } from "../core/summary.ts";
 import type { MetricColumn, Operator, RunInfo, SampleBatch, Sink, SinkFactory } from "../core/types.ts";
 
 /** Where the line is drawn: a terminal stream (process.stderr). */
@@ -116,8 +117,8 @@ export function defineProgressSink(options: ProgressOptions = {}): Sink {
       if (batch.operator !== name) begin(batch.operator);
       if (batch.columns !== columnsSeen) {
         columnsSeen = batch.columns;
-        cpuAt = batch.columns.findIndex((c) => c.key === "cpu.percent");
-        memoryAt = batch.columns.findIndex((c) => c.key === "memory.usage_bytes");
+        cpuAt = batch.columns.findIndex((c) => c.key === CPU_KEY);
+        memoryAt = batch.columns.findIndex((c) => c.key === MEMORY_KEY);
       }
       samples += batch.rows;
       // The latest measured value of each: a probe may leave the last row's slot NaN.

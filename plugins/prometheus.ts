@@ -17,7 +17,7 @@ import { listenHttp, parseListen, urlOf, type ListenAddress } from "../core/list
 import type { MetricColumn, MetricSpec, RunInfo, SampleBatch, Sink, SinkOptions } from "../core/types.ts";
 
 /** Where /metrics is served unless `--prometheus-listen` says otherwise. */
-export const DEFAULT_PROMETHEUS_LISTEN = "127.0.0.1:9686";
+const DEFAULT_PROMETHEUS_LISTEN = "127.0.0.1:9686";
 const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 /** Labels cpost sets itself; a run label of the same name is renamed `label_<name>`. */
 const OWN_LABELS = new Set(["container", "operator", "gpu", "run_id", "pipeline", "job", "instance"]);
@@ -180,6 +180,7 @@ export default function createPrometheusSink(options: SinkOptions): PrometheusSi
       let entry = prepared.get(key);
       if (entry?.columns !== batch.columns) prepared.set(key, (entry = { columns: batch.columns, series: [] }));
       const width = batch.columns.length;
+      let wrote = false;
       for (let c = 0; c < width; c++) {
         for (let r = batch.rows - 1; r >= 0; r--) {
           const v = batch.values[r * width + c]!;
@@ -189,10 +190,11 @@ export default function createPrometheusSink(options: SinkOptions): PrometheusSi
           series.value = series.scale >= 1 ? v * series.scale : v / Math.round(1 / series.scale);
           series.timestampMs = batch.timestampMs[r]!;
           if (series.timestampMs > newestMs) newestMs = series.timestampMs;
-          lastWriteMs = performance.now();
+          wrote = true;
           break;
         }
       }
+      if (wrote) lastWriteMs = performance.now();
     },
 
     operatorDone() {},

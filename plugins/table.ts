@@ -83,6 +83,7 @@ const table = (options: SinkOptions): Sink => {
   let extras = defineExtras();
   // `--table-samples all`: every row before the summary, as the original printed without --metrics_dir.
   const sampleRows = options.options["table-samples"] === "all" ? defineSampleRows() : undefined;
+  const cpostRows = options.options["table-rows"] === "cpost";
 
   return {
     name: "table",
@@ -91,7 +92,7 @@ const table = (options: SinkOptions): Sink => {
       extras = defineExtras();
     },
     write(batch) {
-      extras.add(batch);
+      if (!cpostRows) extras.add(batch);
       sampleRows?.add(batch);
     },
     operatorDone(result, summary) {
@@ -99,7 +100,7 @@ const table = (options: SinkOptions): Sink => {
       const rows: Row[] = [
         ["CPU", `${f3(summary.cpuPercent.mean)} %`, `${f3(summary.cpuPercent.max)} %`, `cpu: ${rec.cpu}`],
         ["Memory", `${f3(summary.memoryMb.mean)} MB`, `${f3(summary.memoryMb.max)} MB`, `memory: ${rec.memory}`],
-        ...(options.options["table-rows"] === "cpost" ? [] : extras.rows(summary)),
+        ...(cpostRows ? [] : extras.rows(summary)),
       ];
       extras = defineExtras();
       if (result.status === "skipped") return;
