@@ -18,11 +18,9 @@ import { isLoopback, listenHttp, urlOf, type ListenAddress } from "./listen.ts";
 import { Sampler, type Watch } from "./sampler.ts";
 import { defineSinkFanout } from "./sink-fanout.ts";
 import { SummaryBuilder } from "./summary.ts";
-import type { Collector, Operator, OperatorResult, RunInfo, SampleBatch, Sink, Target } from "./types.ts";
+import { HOST_OPERATOR, type Collector, type Operator, type OperatorResult, type RunInfo, type SampleBatch, type Sink, type Target } from "./types.ts";
 import { VERSION } from "./version.ts";
 
-/** Operator name of the host target; its container id is "". */
-export const HOST_OPERATOR = "host";
 const MAX_BODY_BYTES = 64 * 1024;
 const LABEL_KEY = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
 
@@ -95,12 +93,6 @@ export interface Monitor {
 
 type SinkCaller = (hook: string, fn: (sink: Sink) => unknown) => Promise<void>;
 
-/** The run's fan-out (core/sink-fanout.ts) for a session: `end` reaches a sink that failed before, so it can close. */
-function defineSinkCaller(sinks: Sink[], warn: (line: string) => void): SinkCaller {
-  const fanout = defineSinkFanout(sinks, warn);
-  return (hook, fn) => fanout.call(hook, fn, { always: hook === "end" });
-}
-
 /** Starts serving; throws CpostError when the address is taken or a token is missing for a non-loopback address. */
 export async function startMonitor(options: MonitorOptions): Promise<Monitor> {
   const pollMs = options.pollMs ?? Math.min(1000, Math.max(250, options.intervalMs));
@@ -142,7 +134,7 @@ export async function startMonitor(options: MonitorOptions): Promise<Monitor> {
       labels,
       cpostVersion: VERSION,
     };
-    const call = defineSinkCaller(sinks, options.warn);
+    const call: SinkCaller = defineSinkFanout(sinks, options.warn).call;
     await call("start", (s) => s.start(info));
     const builders = new Map<string, SummaryBuilder>();
     const onBatch = (batch: SampleBatch) => {

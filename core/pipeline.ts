@@ -19,6 +19,12 @@ export const OPERATOR_NAME = /^[A-Za-z0-9_-]{1,255}$/;
 const SUPPORTED_API = /^0\.[34](\.\d+)?$/;
 
 /** A non-fatal finding (unknown key, unusual api-version). */
+/** A service the runner starts as Triton (TRTIS was its earlier name). */
+export const isTritonService = (name: string): boolean => /triton|trtis/i.test(name);
+
+/** A warning as cpost prints it: `file:line:column: message`. */
+export const formatWarning = (w: PipelineWarning): string => `${w.file}:${w.line}:${w.column}: ${w.message}`;
+
 export interface PipelineWarning {
   file: string;
   line: number;
@@ -244,7 +250,7 @@ class Checker {
     const requests = this.requests(node);
     const services = this.list(node, "services", (item) => this.service(item));
     const models = this.list(node, "models", (item) => this.model(item));
-    const needsTriton = models.length > 0 || services.some((s) => /triton|trtis/i.test(s.name));
+    const needsTriton = models.length > 0 || services.some((s) => isTritonService(s.name));
 
     if (name === undefined) return undefined;
     return {

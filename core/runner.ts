@@ -12,7 +12,7 @@ import { createInterface } from "node:readline/promises";
 import { connectDocker, engineAnswer, type DockerClient } from "./docker.ts";
 import { asCpostError, CpostError } from "./errors.ts";
 import { limitSpec, runWithOomRetry, type RunSizing } from "./limits.ts";
-import { mountsFor, outputHostDir, upstreamsOf } from "./pipeline.ts";
+import { isTritonService, mountsFor, outputHostDir, upstreamsOf } from "./pipeline.ts";
 import { Sampler, type Watch } from "./sampler.ts";
 import { defineSinkFanout } from "./sink-fanout.ts";
 import { SummaryBuilder } from "./summary.ts";
@@ -156,7 +156,7 @@ export async function runPipeline(options: RunOptions): Promise<RunResult> {
   await removeLeftovers(engine, log, signal);
   const triton = pipeline.order.some((op) => op.needsTriton) ? tritonPlan(options) : undefined;
   await ensureImages(engine, [...new Set([...pipeline.order.map((op) => `${op.image}:${op.tag}`), ...(triton ? [triton.image] : [])])], log, signal);
-  const others = pipeline.order.flatMap((op) => op.services.filter((s) => !/triton|trtis/i.test(s.name)).map((s) => `${op.name}/${s.name}`));
+  const others = pipeline.order.flatMap((op) => op.services.filter((s) => !isTritonService(s.name)).map((s) => `${op.name}/${s.name}`));
   if (others.length > 0) log.warn(`services other than Triton are not started by cpost: ${others.join(", ")}`);
   const gpus = engine.info.runtimes.includes("nvidia");
   if (!gpus && (triton || pipeline.order.some((op) => (op.requests.gpu ?? 0) > 0))) {
@@ -255,7 +255,7 @@ export async function runPipeline(options: RunOptions): Promise<RunResult> {
     const interval = sampler.intervals();
     sampler.close();
     const result: RunResult = { results, summaries, endedAtMs: Date.now(), interval, interrupted: interrupted || signal.aborted };
-    if (started) await untilForced(sinks.call("end", (s) => s.end(result), { always: true }), options.forceSignal);
+    if (started) await untilForced(sinks.call("end", (s) => s.end(result)), options.forceSignal);
     await untilForced(Promise.all(lateCleanups), options.forceSignal);
     await removeRun(engine, runId, log, options.forceSignal);
     if (ownWorkDir && !options.keepOutputs) rmSync(workDir, { recursive: true, force: true });
@@ -439,7 +439,7 @@ interface TritonPlan {
 
 function tritonPlan(options: RunOptions): TritonPlan {
   const ops = options.pipeline.order.filter((op) => op.needsTriton);
-  const service = ops.flatMap((op) => op.services).find((s) => /triton|trtis/i.test(s.name) && s.image);
+  const service = ops.flatMap((op) => op.services).find((s) => isTritonService(s.name) && s.image);
   const models = [...new Set(ops.flatMap((op) => op.models))];
   return {
     image: options.tritonImage ?? (service?.image ? `${service.image}:${service.tag ?? "latest"}` : DEFAULT_TRITON_IMAGE),
@@ -589,12 +589,12 @@ function isAlive(pid: number): boolean {
   }
 }
 
-/** Removes every container and network of this run; after a forced (second) interrupt, only quick attempts. */
 /** What cleanup requests wait on: nothing, until a second interrupt; then a second at most each. */
 function cleanupSignal(forceSignal: AbortSignal | undefined): AbortSignal | undefined {
   return forceSignal?.aborted ? AbortSignal.timeout(1000) : forceSignal;
 }
 
+/** Removes every container and network of this run; after a forced (second) interrupt, only quick attempts. */
 async function removeRun(engine: DockerClient, runId: string, log: Console, forceSignal: AbortSignal | undefined): Promise<void> {
   const quick = () => cleanupSignal(forceSignal);
   try {

@@ -2,8 +2,8 @@
  * Calls sinks in hook order, one hook at a time and one sink after the
  * other, never concurrently: the sampler enqueues and goes on, so a slow
  * sink never blocks sampling. A throwing sink is reported once and then
- * left out, as replay does; a call made `always` (end) still reaches it so
- * it can close. Used by the runner and the monitor.
+ * left out, as replay does; `end` still reaches it so it can close. Used
+ * by the runner and the monitor.
  */
 import { pluginError } from "./errors.ts";
 import type { Sink } from "./types.ts";
@@ -12,10 +12,10 @@ export function defineSinkFanout(sinks: Sink[], warn: (message: string) => void)
   const failed = new Map<Sink, number>();
   let tail: Promise<void> = Promise.resolve();
   return {
-    call(hook: string, fn: (sink: Sink) => unknown, options: { always?: boolean } = {}): Promise<void> {
+    call(hook: string, fn: (sink: Sink) => unknown): Promise<void> {
       tail = tail.then(async () => {
         for (const sink of sinks) {
-          if (failed.has(sink) && !options.always) {
+          if (failed.has(sink) && hook !== "end") {
             failed.set(sink, failed.get(sink)! + 1);
             continue;
           }

@@ -302,6 +302,9 @@ export interface OperatorAttempt {
 
 export type OperatorStatus = "succeeded" | "failed" | "skipped" | "interrupted";
 
+/** The host target of `cpost monitor`: the operator of this name, with an empty container id. */
+export const HOST_OPERATOR = "host";
+
 /** How an operator ended. */
 export interface OperatorResult {
   operator: string;

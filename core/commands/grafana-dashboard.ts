@@ -7,6 +7,7 @@
  */
 import { defineCommand } from "citty";
 import { CpostError } from "../errors.ts";
+import { HOST_OPERATOR } from "../types.ts";
 
 /** What the dashboard reads from. */
 export type DashboardSource = "prometheus" | "es" | "es-legacy";
@@ -97,8 +98,6 @@ const ROWS: Array<{ title: string; panels: PanelSpec[] }> = [
   },
 ];
 
-/** The host target of `cpost monitor` is the operator named `host` with an empty container id. */
-export const HOST_OPERATOR = "host";
 
 /** Builds the dashboard JSON object (as Grafana's "Import dashboard" takes it). */
 export function grafanaDashboard(options: DashboardOptions): Json {

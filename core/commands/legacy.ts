@@ -9,7 +9,7 @@ import { builtinCollectors, DEFAULT_COLLECTORS } from "../../collectors/index.ts
 import { builtinSinks } from "../../plugins/index.ts";
 import { CpostError } from "../errors.ts";
 import { loadPlugins, scanPluginFlags } from "../plugin-loader.ts";
-import { available, executeRun, parseFlags, parseForce } from "./run.ts";
+import { available, executeRun, parseFlags, runSettingsOf } from "./run.ts";
 
 export default defineCommand({
   meta: { name: "cpost", description: "Clara Pipeline Sizing Tool CLI (CPOST-compatible form)" },
@@ -39,21 +39,16 @@ export default defineCommand({
         hint: "cpost <pipeline_path> <input_dir> [--metrics_dir D] [--models_dir D] [-v] [--force none|cont|stop]; or `cpost --help`",
       });
     }
-    const metricsDir = typeof flags["metrics-dir"] === "string" ? flags["metrics-dir"] : undefined;
-    const modelsDir = typeof flags["models-dir"] === "string" ? flags["models-dir"] : undefined;
+    // the original's flags only: no --quiet, --interval or --triton-image here, so 10 ms and never quiet
+    const settings = runSettingsOf(flags);
     return executeRun({
       pipeline: positionals[0]!,
       input: positionals[1]!,
-      metricsDir,
-      modelsDir,
-      force: parseForce(flags.force === true || flags.force === undefined ? undefined : flags.force),
-      verbose: flags.verbose === true,
-      quiet: false,
+      ...settings,
       keepOutputs: false,
       collectors: [...available(DEFAULT_COLLECTORS, builtinCollectors, "collector"), ...plugins.enabled("collector")],
       // CSV first: the original printed where the CSV went before the operator's summary table.
-      sinks: [...available(metricsDir ? ["csv", "table"] : ["table"], builtinSinks, "sink"), ...plugins.enabled("sink")],
-      intervalMs: 10,
+      sinks: [...available(settings.metricsDir ? ["csv", "table"] : ["table"], builtinSinks, "sink"), ...plugins.enabled("sink")],
       sinkOptions,
       plugins,
     });

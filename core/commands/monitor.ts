@@ -8,13 +8,13 @@
 import { defineCommand, type ArgsDef } from "citty";
 import { readFileSync } from "node:fs";
 import { builtinCollectors, DEFAULT_COLLECTORS, loadCollectors } from "../../collectors/index.ts";
-import { builtinSinks, loadSinkFactories } from "../../plugins/index.ts";
+import { loadSinkFactories } from "../../plugins/index.ts";
 import { connectDocker } from "../docker.ts";
 import { CpostError } from "../errors.ts";
 import { parseListen } from "../listen.ts";
 import { needsToken, startMonitor } from "../monitor.ts";
 import type { Sink } from "../types.ts";
-import { checkSinkOptions, commaList, parseFlags, parseInterval, valueOf } from "./run.ts";
+import { checkSinkOptions, commaList, parseFlags, parseInterval, sinkPrefixesOf, valueOf } from "./run.ts";
 
 /** Where the client looks for the monitor unless --url or CPOST_MONITOR_URL says otherwise. */
 export const DEFAULT_MONITOR_URL = "http://127.0.0.1:8686";
@@ -87,7 +87,7 @@ const serve = defineCommand({
       values: ["listen", "interval", "sinks", "collectors", "host-collectors", "token-file", "poll"],
       booleans: [],
       repeated: ["label", "name"],
-      sinkPrefixes: [...Object.keys(builtinSinks), "es"],
+      sinkPrefixes: sinkPrefixesOf(),
     });
     const str = valueOf(flags);
     if (positionals.length > 0) throw new CpostError("usage", `unexpected argument ${positionals[0]}`, { hint: "see `cpost monitor serve --help`" });

@@ -7,13 +7,12 @@
  * plugins load as for `cpost run` (--sink-plugin, CPOST_PLUGIN_PATH).
  */
 import { defineCommand } from "citty";
-import { builtinSinks } from "../../plugins/index.ts";
 import { CpostError, formatError } from "../errors.ts";
 import { loadPlugins, PLUGIN_PATH_ENV, resolveSinkFactories, scanPluginFlags } from "../plugin-loader.ts";
 import { readRecording, replayInto } from "../recording.ts";
 import { POLICY_ARGS, POLICY_FLAG_NAMES, policyFlagsOf, policyFromFlags } from "../sizing.ts";
 import type { Sink } from "../types.ts";
-import { checkSinkOptions, commaList, parseFlags, valueOf } from "./run.ts";
+import { checkSinkOptions, commaList, parseFlags, sinkPrefixesOf, valueOf, withEnabled } from "./run.ts";
 
 export default defineCommand({
   meta: { name: "replay", description: "Feed a recorded run (written with --sinks msgpack or --record) into sinks, as the live run did." },
@@ -35,7 +34,7 @@ export default defineCommand({
       values: ["sinks", "metrics_dir", ...POLICY_FLAG_NAMES],
       booleans: [],
       repeated: ["sink-plugin"],
-      sinkPrefixes: [...Object.keys(builtinSinks), "es", ...plugins.plugins.map((p) => p.name)],
+      sinkPrefixes: sinkPrefixesOf(plugins),
     });
     const str = valueOf(flags);
     if (positionals.length !== 1) {
@@ -45,8 +44,7 @@ export default defineCommand({
     const metricsDir = str("metrics-dir");
     const chosen = flags.sinks === undefined ? (metricsDir ? ["csv", "table"] : ["table"]) : commaList(str("sinks"));
     if (chosen.length === 0) throw new CpostError("usage", "--sinks is empty", { hint: "name at least one sink, e.g. --sinks table,csv" });
-    // plugins given by flag are fed without being named again
-    const names = [...chosen, ...plugins.enabled("sink").filter((n) => !chosen.includes(n))];
+    const names = withEnabled(chosen, "sink", plugins);
     checkSinkOptions(sinkOptions, names, [], plugins);
     const policy = policyFromFlags(policyFlagsOf(flags));
     const recording = readRecording(file);

@@ -6,9 +6,9 @@
 import { defineCommand, type ArgsDef } from "citty";
 import { dirname, resolve } from "node:path";
 import { builtinCollectors, DEFAULT_COLLECTORS } from "../../collectors/index.ts";
-import { builtinSinks, sinkName } from "../../plugins/index.ts";
+import { builtinSinks, SINK_ALIASES, sinkName } from "../../plugins/index.ts";
 import { CpostError, EXIT } from "../errors.ts";
-import { loadPipeline } from "../pipeline.ts";
+import { formatWarning, loadPipeline } from "../pipeline.ts";
 import { loadPlugins, PLUGIN_PATH_ENV, resolveCollectors, resolveSinkFactories, scanPluginFlags, type PluginSet } from "../plugin-loader.ts";
 import { checkInputs, interruptSignals, runPipeline } from "../runner.ts";
 import type { Sink } from "../types.ts";
@@ -58,6 +58,12 @@ export function parseForce(text: string | undefined): RunRequest["force"] {
 
 /** The words an optional-value flag (`--force`) may take from the next argument. */
 const OPTIONAL_VALUES = ["none", "cont", "stop"];
+
+/** Every `--<sink>-<option>` prefix: the built-in sinks, their aliases, and the loaded plugins. */
+export const sinkPrefixesOf = (plugins?: PluginSet): string[] => [...Object.keys(builtinSinks), ...Object.keys(SINK_ALIASES), ...(plugins?.plugins.map((p) => p.name) ?? [])];
+
+/** `names`, then the plugins loaded by flag that they leave out: those are used without being named again. */
+export const withEnabled = (names: string[], kind: "collector" | "sink", plugins: PluginSet): string[] => [...names, ...plugins.enabled(kind).filter((n) => !names.includes(n))];
 
 /** A comma-separated flag value as its names: `"a, b,"` is `["a", "b"]`. */
 export const commaList = (text: string | undefined): string[] => (text ?? "").split(",").map((s) => s.trim()).filter(Boolean);
@@ -116,7 +122,7 @@ export function parseFlags(raw: string[], spec: FlagSpec): { positionals: string
     else if (repeated.has(name)) (lists[name] ??= []).push(takeValue());
     else if (optional.has(name)) {
       if (inline !== undefined) flags[name] = inline;
-      else if (next !== undefined && spec.optionalValues!.length > 0 && OPTIONAL_VALUES.includes(next)) flags[name] = raw[++i]!;
+      else if (next !== undefined && OPTIONAL_VALUES.includes(next)) flags[name] = raw[++i]!;
       else flags[name] = true;
     } else if (spec.sinkPrefixes?.some((p) => name.startsWith(`${p}-`))) {
       const value = takeValue();
@@ -155,7 +161,7 @@ export function runSettingsOf(flags: Record<string, string | true>) {
 export async function executeRun(request: RunRequest): Promise<number> {
   if ((request.sizing?.repeat ?? 1) > 1) return (await import("../repeat.ts")).executeRepeated(request);
   const { pipeline, warnings } = loadPipeline(request.pipeline);
-  for (const w of warnings) process.stderr.write(`warning: ${w.file}:${w.line}:${w.column}: ${w.message}\n`);
+  for (const w of warnings) process.stderr.write(`warning: ${formatWarning(w)}\n`);
   // Before any sink creates a file or the engine is asked anything.
   checkInputs({ pipeline, inputDir: request.input, metricsDir: request.metricsDir, modelsDir: request.modelsDir });
   if (request.record !== undefined) checkInputs({ pipeline, inputDir: request.input, metricsDir: dirname(resolve(request.record)) });
@@ -255,24 +261,21 @@ export default defineCommand({
   args,
   async run({ rawArgs }) {
     const plugins = await loadPlugins({ ...scanPluginFlags(rawArgs), pluginPath: process.env[PLUGIN_PATH_ENV] });
-    const sinkPrefixes = [...Object.keys(builtinSinks), "es", ...plugins.plugins.map((p) => p.name)];
     const { positionals, flags, sinkOptions } = parseFlags(rawArgs, {
       values: ["collectors", "sinks", "interval", "metrics_dir", "models_dir", "record", "triton-image", ...SIZING_VALUE_FLAGS],
       repeated: ["collector-plugin", "sink-plugin"],
       booleans: ["verbose", "quiet", "keep-outputs", ...SIZING_BOOLEAN_FLAGS],
       optionalValues: ["force"],
       aliases: { v: "verbose" },
-      sinkPrefixes,
+      sinkPrefixes: sinkPrefixesOf(plugins),
     });
     const str = valueOf(flags);
     if (positionals.length !== 2) {
       throw new CpostError("usage", `cpost run takes a pipeline file and an input directory (got ${positionals.length} argument${positionals.length === 1 ? "" : "s"})`, { hint: "cpost run <pipeline.yaml> <input_dir> [options]; see `cpost run --help`" });
     }
     const settings = runSettingsOf(flags);
-    // plugins given by flag are used without being named again
-    const withEnabled = (names: string[], kind: "collector" | "sink") => [...names, ...plugins.enabled(kind).filter((n) => !names.includes(n))];
-    const sinks = withEnabled(flags.sinks !== undefined ? commaList(str("sinks")) : available(settings.metricsDir ? ["table", "csv"] : ["table"], builtinSinks, "sink"), "sink");
-    const collectors = withEnabled(flags.collectors !== undefined ? commaList(str("collectors")) : available(DEFAULT_COLLECTORS, builtinCollectors, "collector"), "collector");
+    const sinks = withEnabled(flags.sinks !== undefined ? commaList(str("sinks")) : available(settings.metricsDir ? ["table", "csv"] : ["table"], builtinSinks, "sink"), "sink", plugins);
+    const collectors = withEnabled(flags.collectors !== undefined ? commaList(str("collectors")) : available(DEFAULT_COLLECTORS, builtinCollectors, "collector"), "collector", plugins);
     checkSinkOptions(sinkOptions, sinks, collectors, plugins);
     return executeRun({
       pipeline: positionals[0]!,

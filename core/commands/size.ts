@@ -17,7 +17,7 @@ import { loadPipeline } from "../pipeline.ts";
 import { readRecording, replayInto } from "../recording.ts";
 import { defineSizingObserver, executeRepeated, formatRecommendations, formatSpread, type OperatorSizing } from "../repeat.ts";
 import { CPOST_POLICY } from "../sizing.ts";
-import { available, checkSinkOptions, commaList, parseFlags, runSettingsOf, valueOf } from "./run.ts";
+import { available, checkSinkOptions, commaList, parseFlags, runSettingsOf, sinkPrefixesOf, valueOf } from "./run.ts";
 
 const args = {
   pipeline: { type: "positional", required: true, description: "pipeline definition file (Clara pipeline YAML); --apply writes into it", valueHint: "pipeline.yaml" },
@@ -83,7 +83,7 @@ export default defineCommand({
       booleans: ["apply", "verbose", "quiet", ...SIZING_BOOLEAN_FLAGS],
       optionalValues: ["force"],
       aliases: { v: "verbose" },
-      sinkPrefixes: [...Object.keys(builtinSinks), "es"],
+      sinkPrefixes: sinkPrefixesOf(),
     });
     const str = valueOf(flags);
     const expected = from.length > 0 ? 1 : 2;

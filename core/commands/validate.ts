@@ -1,7 +1,7 @@
 /** `cpost validate <pipeline.yaml>`: parse, check, print the execution order and mounts. */
 import { defineCommand } from "citty";
 import { resolve } from "node:path";
-import { loadPipeline, mountsFor, upstreamsOf } from "../pipeline.ts";
+import { formatWarning, loadPipeline, mountsFor, upstreamsOf } from "../pipeline.ts";
 
 export default defineCommand({
   meta: {
@@ -15,7 +15,7 @@ export default defineCommand({
   },
   run({ args }) {
     const { pipeline, warnings } = loadPipeline(args.pipeline);
-    for (const w of warnings) process.stderr.write(`warning: ${w.file}:${w.line}:${w.column}: ${w.message}\n`);
+    for (const w of warnings) process.stderr.write(`warning: ${formatWarning(w)}\n`);
     if (args.json) {
       process.stdout.write(`${JSON.stringify({ ...pipeline, order: pipeline.order.map((o) => o.name) }, null, 2)}\n`);
       return 0;
