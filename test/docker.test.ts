@@ -7,19 +7,13 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connectDocker, defineLogDemuxer, engineEndpoint, registryAuth, registryOf, splitImage, type DockerClient, type LogChunk } from "../core/docker.ts";
+import { connectDocker, defineLogDemuxer, engineEndpoint, registryAuth, registryOf, splitImage, type LogChunk } from "../core/docker.ts";
 import { CpostError } from "../core/errors.ts";
-import { dockerTest, hasDocker, TEST_IMAGE } from "./support.ts";
+import { docker, dockerTest, hasDocker, TEST_IMAGE } from "./support.ts";
 
 const LABEL = "cpost.test";
 const MINE = `docker-test-${process.pid}`;
 const temp = mkdtempSync(join(tmpdir(), "cpost-docker-test-"));
-let engine: DockerClient | undefined;
-
-async function docker(): Promise<DockerClient> {
-  engine ??= await connectDocker({ host: "unix:///var/run/docker.sock" });
-  return engine;
-}
 
 afterAll(async () => {
   if (hasDocker) {

@@ -11,20 +11,17 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { closeSync, cpSync, existsSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createCgroupCollector } from "../collectors/cgroup.ts";
-import { connectDocker, type DockerClient } from "../core/docker.ts";
 import { readRecording, type Recording } from "../core/recording.ts";
 import { Sampler } from "../core/sampler.ts";
 import { isUnavailable, type MetricBuffer, type Probe, type SampleBatch, type Target } from "../core/types.ts";
 import { defineReliabilityLog } from "./reliability-log.ts";
-import { BUN, compiledBinary, defineTestScratch, dockerTest, hasDocker, IN_CI, pingDocker, REPO } from "./support.ts";
+import { BUN, compiledBinary, defineTestScratch, docker, dockerTest, hasDocker, IN_CI, pingDocker, REPO } from "./support.ts";
 import { removeContainer, removeMine, startContainer, until } from "./test-containers.ts";
 
 const log = defineReliabilityLog("faults");
 const INPUT = join(REPO, "examples/diamond/input");
 /** `pids`: every cpost process this file started; their labelled containers are removed in afterAll. */
 const { scratch, pids, cleanup } = defineTestScratch("faults");
-let engine: DockerClient | undefined;
-const docker = async () => (engine ??= await connectDocker({ host: "unix:///var/run/docker.sock" }));
 
 afterAll(async () => {
   if (hasDocker) await removeMine();

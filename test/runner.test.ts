@@ -9,21 +9,18 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { parseFlags, parseForce, parseInterval } from "../core/commands/run.ts";
-import { connectDocker, type DockerClient } from "../core/docker.ts";
 import { CpostError } from "../core/errors.ts";
 import { loadCollectors } from "../collectors/index.ts";
 import { loadPipeline } from "../core/pipeline.ts";
 import { readRecording } from "../core/recording.ts";
 import { centre, runPipeline, TRITON_NETWORK } from "../core/runner.ts";
 import type { Sink } from "../core/types.ts";
-import { BUN, compiledBinary, defineTestScratch, dockerTest, hasDocker, REPO, TEST_IMAGE } from "./support.ts";
+import { BUN, compiledBinary, defineTestScratch, docker, dockerTest, hasDocker, REPO, TEST_IMAGE } from "./support.ts";
 
 const EXAMPLE = join(REPO, "examples/diamond/pipeline.yaml");
 const INPUT = join(REPO, "examples/diamond/input");
 // In-process runs label their containers with this process's pid.
 const { temp, scratch, pids, cleanup } = defineTestScratch("runner-test", [process.pid]);
-let engine: DockerClient | undefined;
-const docker = async () => (engine ??= await connectDocker({ host: "unix:///var/run/docker.sock" }));
 
 afterAll(async () => {
   if (hasDocker) {

@@ -6,7 +6,7 @@ import { test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { connectDocker } from "../core/docker.ts";
+import { connectDocker, type DockerClient } from "../core/docker.ts";
 import { compileArgv } from "../scripts/build.ts";
 
 export const REPO = resolve(import.meta.dir, "..");
@@ -25,6 +25,14 @@ export async function pingDocker(socket = "/var/run/docker.sock", timeoutMs = 20
 }
 
 export const hasDocker: boolean = await pingDocker();
+
+let engine: DockerClient | undefined;
+
+/** The engine on /var/run/docker.sock (not DOCKER_HOST), connected on first use and kept. */
+export async function docker(): Promise<DockerClient> {
+  engine ??= await connectDocker({ host: "unix:///var/run/docker.sock" });
+  return engine;
+}
 
 /** A test that needs the real Docker engine: skipped with its reason locally, failed in CI. */
 export function dockerTest(name: string, fn: () => Promise<void> | void, timeoutMs = 120_000): void {
@@ -136,11 +144,11 @@ export function defineTestScratch(prefix: string, pids: number[] = []) {
       return dir;
     },
     async cleanup(): Promise<void> {
-      if (hasDocker) {
-        const docker = await connectDocker({ host: "unix:///var/run/docker.sock" });
+      if (hasDocker && pids.length > 0) {
+        const d = await docker();
         for (const pid of pids) {
-          for (const c of await docker.listContainers([`cpost.pid=${pid}`]).catch(() => [])) await docker.removeContainer(c.id, { force: true });
-          for (const n of await docker.listNetworks([`cpost.pid=${pid}`]).catch(() => [])) await docker.removeNetwork(n.id);
+          for (const c of await d.listContainers([`cpost.pid=${pid}`]).catch(() => [])) await d.removeContainer(c.id, { force: true });
+          for (const n of await d.listNetworks([`cpost.pid=${pid}`]).catch(() => [])) await d.removeNetwork(n.id);
         }
       }
       rmSync(temp, { recursive: true, force: true });
