@@ -9,6 +9,8 @@
  * the same bookkeeping through replay.
  */
 import { basename, dirname, extname, join } from "node:path";
+import { grid } from "../plugins/table.ts";
+import { f3 } from "../plugins/table-extras.ts";
 import { EXIT } from "./errors.ts";
 import { CPOST_POLICY, policyName, policyRule, type SizingPolicy } from "./sizing.ts";
 import { SummaryBuilder } from "./summary.ts";
@@ -140,22 +142,6 @@ const median = (xs: number[]) => {
   const mid = s.length >> 1;
   return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 };
-const f3 = (x: number) => x.toFixed(3);
-
-/** A table drawn as CPOST's final grid (tabulate "grid"): left-aligned, multi-line cells. */
-function grid(headers: string[], rows: string[][][]): string[] {
-  const widths = headers.map((h, c) => Math.max(h.length + 2, ...rows.flatMap((r) => r[c]!.map((l) => l.length))));
-  const rule = (fill: string) => `+${widths.map((w) => fill.repeat(w + 2)).join("+")}+`;
-  const line = (cells: string[]) => `| ${cells.map((s, c) => s.padEnd(widths[c]!)).join(" | ")} |`;
-  const out = [rule("-"), line(headers), rule("=")];
-  for (const row of rows) {
-    const height = Math.max(...row.map((cell) => cell.length));
-    for (let l = 0; l < height; l++) out.push(line(row.map((cell) => cell[l] ?? "")));
-    out.push(rule("-"));
-  }
-  return out;
-}
-
 /** The per-operator spread of the runs' peaks (min / median / max) beside the recommendation. */
 export function formatSpread(sized: OperatorSizing[], runs: number): string {
   if (runs < 2) return "";

@@ -40,8 +40,8 @@ function pretty(headers: string[], rows: string[][], paint: Paint): string[] {
   return [rule(widths, "-"), line(headers, false), rule(widths, "-"), ...rows.map((r) => line(r, true)), rule(widths, "-")];
 }
 
-/** tabulate's "grid": left-aligned multi-line cells, headers padded by two, `=` under the header. */
-function grid(headers: string[], rows: string[][][], paint: Paint): string[] {
+/** tabulate's "grid": left-aligned multi-line cells, headers padded by two, `=` under the header (also `cpost size`'s spread). */
+export function grid(headers: string[], rows: string[][][], paint: Paint = (padded) => padded): string[] {
   const widths = headers.map((h, c) => Math.max(h.length + 2, ...rows.flatMap((r) => r[c]!.map((l) => l.length))));
   const line = (cells: string[], color: boolean) => `| ${cells.map((s, c) => (color ? paint(s.padEnd(widths[c]!), c - 1, s) : s.padEnd(widths[c]!))).join(" | ")} |`;
   const out = [rule(widths, "-"), line(headers, false), rule(widths, "=")];
