@@ -15,7 +15,7 @@ import { readRecording, type Recording } from "../core/recording.ts";
 import { Sampler } from "../core/sampler.ts";
 import { isUnavailable, type MetricBuffer, type Probe, type SampleBatch, type Target } from "../core/types.ts";
 import { defineReliabilityLog } from "./reliability-log.ts";
-import { BUN, compiledBinary, defineTestScratch, docker, dockerTest, hasDocker, IN_CI, pingDocker, REPO } from "./support.ts";
+import { BUN, compiledBinary, defineTestScratch, docker, dockerTest, hasDocker, IN_CI, leftovers, pingDocker, REPO } from "./support.ts";
 import { removeContainer, removeMine, startContainer, until } from "./test-containers.ts";
 
 const log = defineReliabilityLog("faults");
@@ -60,15 +60,6 @@ function spawnCpost(args: string[], options: { binary?: string; tmp?: string; en
     return { code, stdout, stderr };
   })();
   return { proc, tmp, done, stderrSoFar: () => stderr };
-}
-
-/** Containers labelled with that cpost process, and work dirs it left in its TMPDIR. */
-async function leftovers(pid: number, tmp: string): Promise<string[]> {
-  const d = await docker();
-  const containers = await d.listContainers([`cpost.pid=${pid}`]);
-  const networks = await d.listNetworks([`cpost.pid=${pid}`]);
-  const dirs = existsSync(tmp) ? readdirSync(tmp).filter((f) => f.startsWith("cpost-")) : [];
-  return [...containers.map((c) => `container ${c.names[0]}`), ...networks.map((n) => `network ${n.name}`), ...dirs.map((f) => `dir ${f}`)];
 }
 
 /** The running container of that operator of that cpost process. */
@@ -206,7 +197,7 @@ describe("the engine restarting mid-run", () => {
         expect(rowsOf(rec, "long")).toBeGreaterThanOrEqual(before);
         expect(rec.operators.find((o) => o.operator?.name === "after")?.result?.status).toBe("succeeded");
         const rows = checkCsv(join(metrics, "long_final_result.csv"));
-        expect(await leftovers(run.proc.pid, run.tmp)).toEqual([]);
+        expect(await leftovers({ pid: run.proc.pid, tmp: run.tmp })).toEqual([]);
         return `the engine was gone for ${(downMs / 1000).toFixed(1)} s; cpost said it waits for it, and that it answers again; the running operator failed with "${long.result?.reason}"; the next operator ran on the restarted engine; ${rowsOf(rec, "long")} samples kept in the recording (${rows} CSV rows); exit 1; no container or work dir left`;
       } finally {
         run.proc.kill("SIGCONT");
@@ -301,7 +292,7 @@ describe("the engine going away and coming back (a proxy in front of the real en
         expect(rowsOf(rec, "long")).toBeGreaterThanOrEqual(before);
         expect(rec.operators.find((o) => o.operator?.name === "after")?.result?.status).toBe("succeeded");
         checkCsv(join(metrics, "long_final_result.csv"));
-        expect(await leftovers(run.proc.pid, run.tmp)).toEqual([]);
+        expect(await leftovers({ pid: run.proc.pid, tmp: run.tmp })).toEqual([]);
         return `cpost said it waits for the engine, waited through the refusals and the silence, and said when it answered again; the operator failed with "${long.result?.reason}", the next one ran; ${rowsOf(rec, "long")} samples kept; exit 1; nothing left`;
       } finally {
         proxy.close();
@@ -336,7 +327,7 @@ describe("an operator's container ended from outside cpost", () => {
         expect(rec.operators.find((o) => o.operator?.name === "after")?.result?.status).toBe("succeeded");
         const rows = checkCsv(join(metrics, "victim_final_result.csv"));
         expect(rows).toBeGreaterThanOrEqual(before - 1);
-        expect(await leftovers(run.proc.pid, run.tmp)).toEqual([]);
+        expect(await leftovers({ pid: run.proc.pid, tmp: run.tmp })).toEqual([]);
         return `the operator failed ("${victim.result?.reason}"); ${rowsOf(rec, "victim")} samples kept in the recording, ${rows} CSV rows; the next operator ran; exit 1; no container or work dir left`;
       });
     });
@@ -450,7 +441,7 @@ describe("cpost itself killed", () => {
       dead.proc.kill("SIGKILL");
       await dead.done;
       // What a killed cpost cannot clean up: its running container and its work dir.
-      const left = await leftovers(dead.proc.pid, tmp);
+      const left = await leftovers({ pid: dead.proc.pid, tmp });
       expect(left.filter((l) => l.startsWith("container"))).toHaveLength(1);
       expect(left.filter((l) => l.startsWith("dir cpost-"))).toHaveLength(1);
       // Rows flushed before the kill are whole rows.
@@ -461,7 +452,7 @@ describe("cpost itself killed", () => {
       const runId = readRecording(recording).run.id;
       expect(next.stderr).toContain(`removing 1 container(s) and 0 network(s) left by ended cpost run(s) ${runId}`);
       expect(next.stderr).toContain(`removed the work dir ${join(tmp, `cpost-${runId}`)} of ended cpost run ${runId}`);
-      expect(await leftovers(dead.proc.pid, tmp)).toEqual([]);
+      expect(await leftovers({ pid: dead.proc.pid, tmp })).toEqual([]);
       expect((await (await docker()).listContainers([`cpost.run=${runId}`])).map((c) => c.id)).not.toContain(id);
 
       const partial = readRecording(recording);
@@ -513,7 +504,7 @@ describe("the metrics dir fills up", () => {
         const replayed = readFileSync(join(replayDir, "filler_final_result.csv"), "utf8");
         const [shorter, longer] = onDisk.length <= replayed.length ? [onDisk, replayed] : [replayed, onDisk];
         expect(longer.startsWith(shorter)).toBe(true);
-        expect(await leftovers(run.proc.pid, run.tmp)).toEqual([]);
+        expect(await leftovers({ pid: run.proc.pid, tmp: run.tmp })).toEqual([]);
         return `each sink said once "cannot write <file>: no space left on device; it keeps the … bytes of whole rows/records written before"; the CSV kept ${rows} whole rows and the recording ${recorded} samples (it replays; its CSV agrees row for row with the one on the full disk); both operators ran, exit 0, nothing left`;
       } finally {
         Bun.spawnSync(["umount", metrics]);

@@ -15,7 +15,7 @@ import { loadPipeline } from "../core/pipeline.ts";
 import { readRecording } from "../core/recording.ts";
 import { centre, runPipeline, TRITON_NETWORK } from "../core/runner.ts";
 import type { Sink } from "../core/types.ts";
-import { BUN, compiledBinary, defineTestScratch, docker, dockerTest, hasDocker, REPO, TEST_IMAGE } from "./support.ts";
+import { BUN, compiledBinary, defineTestScratch, docker, dockerTest, hasDocker, leftovers, REPO, TEST_IMAGE } from "./support.ts";
 
 const EXAMPLE = join(REPO, "examples/diamond/pipeline.yaml");
 const INPUT = join(REPO, "examples/diamond/input");
@@ -72,15 +72,6 @@ function spawnCpost(args: string[], options: { binary?: string; env?: Record<str
 }
 
 const cpost = (args: string[], options: Parameters<typeof spawnCpost>[1] = {}) => spawnCpost(args, options).done;
-
-/** Containers and networks labelled with that cpost process, and work dirs it left in its TMPDIR. */
-async function leftovers(run: { pid: number; tmp: string }): Promise<string[]> {
-  const d = await docker();
-  const containers = await d.listContainers([`cpost.pid=${run.pid}`]);
-  const networks = await d.listNetworks([`cpost.pid=${run.pid}`]);
-  const dirs = existsSync(run.tmp) ? readdirSync(run.tmp).filter((f) => f.startsWith("cpost-")) : [];
-  return [...containers.map((c) => `container ${c.names[0]}`), ...networks.map((n) => `network ${n.name}`), ...dirs.map((f) => `dir ${f}`)];
-}
 
 /** The operators whose banner was printed and whose container id followed, in order. */
 function executed(stdout: string): string[] {

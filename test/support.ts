@@ -34,6 +34,15 @@ export async function docker(): Promise<DockerClient> {
   return engine;
 }
 
+/** Containers and networks labelled with that cpost process, and work dirs it left in its TMPDIR. */
+export async function leftovers(run: { pid: number; tmp: string }): Promise<string[]> {
+  const d = await docker();
+  const containers = await d.listContainers([`cpost.pid=${run.pid}`]);
+  const networks = await d.listNetworks([`cpost.pid=${run.pid}`]);
+  const dirs = existsSync(run.tmp) ? readdirSync(run.tmp).filter((f) => f.startsWith("cpost-")) : [];
+  return [...containers.map((c) => `container ${c.names[0]}`), ...networks.map((n) => `network ${n.name}`), ...dirs.map((f) => `dir ${f}`)];
+}
+
 /** A test that needs the real Docker engine: skipped with its reason locally, failed in CI. */
 export function dockerTest(name: string, fn: () => Promise<void> | void, timeoutMs = 120_000): void {
   if (hasDocker) test(name, fn, timeoutMs);
