@@ -80,7 +80,7 @@ export function pluginPathFiles(pluginPath: string | undefined): string[] {
       if (name.startsWith(".") || name === "node_modules") continue;
       const full = join(path, name);
       if (statSync(full).isDirectory()) {
-        const index = INDEX_FILES.map((i) => join(full, i)).find((i) => existsSync(i));
+        const index = indexFileOf(full);
         if (index) files.push(index);
       } else if (PLUGIN_FILE.test(name) && !/\.d\.m?ts$|\.test\.|\.spec\./.test(name)) files.push(full);
     }
@@ -105,10 +105,13 @@ function serveSdkModule(): void {
 
 const INDEX_FILES = ["index.ts", "index.mts", "index.js", "index.mjs"];
 
+/** A directory's plugin index file, if it has one. */
+const indexFileOf = (dir: string): string | undefined => INDEX_FILES.map((i) => join(dir, i)).find((i) => existsSync(i));
+
 /** A plugin directory's index file, or the path itself. */
 function entryOf(path: string): string {
   if (!existsSync(path) || !statSync(path).isDirectory()) return path;
-  return INDEX_FILES.map((i) => join(path, i)).find((i) => existsSync(i)) ?? join(path, INDEX_FILES[0]!);
+  return indexFileOf(path) ?? join(path, INDEX_FILES[0]!);
 }
 
 /** Imports one plugin file (or a directory's index file) and checks its default export; errors name the file as the user gave it. */
@@ -339,9 +342,9 @@ export function sinkFactoryOf(plugin: Extract<LoadedPlugin, { kind: "sink" }>): 
 export async function resolveCollectors(names: readonly string[], plugins: PluginSet | undefined, given: Record<string, string | undefined>): Promise<Collector[]> {
   const out: Collector[] = [];
   for (const name of names) {
-    const plugin = Object.hasOwn(builtinCollectors, name) ? undefined : plugins?.collector(name);
-    if (plugin) out.push(collectorOf(plugin.definition, plugin.file, optionValues(plugin, given)));
-    else if (Object.hasOwn(builtinCollectors, name)) out.push(...(await loadCollectors([name])));
+    const plugin = plugins?.collector(name);
+    if (Object.hasOwn(builtinCollectors, name)) out.push(...(await loadCollectors([name])));
+    else if (plugin) out.push(collectorOf(plugin.definition, plugin.file, optionValues(plugin, given)));
     else throw unknown("collector", name, Object.keys(builtinCollectors), plugins);
   }
   return out;
@@ -351,9 +354,9 @@ export async function resolveCollectors(names: readonly string[], plugins: Plugi
 export async function resolveSinkFactories(names: readonly string[], plugins: PluginSet | undefined): Promise<Array<{ name: string; factory: SinkFactory }>> {
   const out: Array<{ name: string; factory: SinkFactory }> = [];
   for (const name of names) {
-    const plugin = Object.hasOwn(builtinSinks, sinkName(name)) ? undefined : plugins?.sink(name);
-    if (plugin) out.push({ name, factory: sinkFactoryOf(plugin) });
-    else if (Object.hasOwn(builtinSinks, sinkName(name))) out.push(...(await loadSinkFactories([name])));
+    const plugin = plugins?.sink(name);
+    if (Object.hasOwn(builtinSinks, sinkName(name))) out.push(...(await loadSinkFactories([name])));
+    else if (plugin) out.push({ name, factory: sinkFactoryOf(plugin) });
     else throw unknown("sink", name, [...Object.keys(builtinSinks), ...Object.keys(SINK_ALIASES)], plugins);
   }
   return out;
