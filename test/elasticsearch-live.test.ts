@@ -6,11 +6,11 @@
  * non-empty spool (the second run from the compiled binary).
  */
 import { afterAll, expect } from "bun:test";
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { readRecording } from "../core/recording.ts";
-import { sampleKey, startEsServer, storedSamples, type EsTestServer } from "./es-server.ts";
-import { BUN, compiledBinary, defineTestScratch, dockerTest, REPO } from "./support.ts";
+import { sampleKey, spoolFiles, startEsServer, storedSamples, type EsTestServer } from "./es-server.ts";
+import { BUN, compiledBinary, defineTestScratch, dockerTest, REPO, until } from "./support.ts";
 
 const { scratch, pids, cleanup } = defineTestScratch("es-live");
 const servers: EsTestServer[] = [];
@@ -60,23 +60,15 @@ function expectExactlyOnce(server: EsTestServer, samples: string[]): void {
   expect(stored.size).toBe(samples.length);
 }
 
-async function until(condition: () => boolean, what: string, ms = 30_000): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(10);
-  }
-}
-const spoolFiles = (dir: string) => (existsSync(dir) ? readdirSync(dir, { recursive: true }).map(String).filter((f) => f.endsWith(".ndjson")) : []);
 
 dockerTest("a live run with Elasticsearch down in the middle: every sample arrives exactly once", async () => {
   const server = startEsServer();
   servers.push(server);
   const spool = scratch();
   const { done } = runCpost(server, spool, 4);
-  await until(() => server.count("metrics-cpost.container-default") > 0, "the first documents");
+  await until("the first documents", () => (server.count("metrics-cpost.container-default") > 0 ? true : undefined), 30_000);
   server.down();
-  await until(() => spoolFiles(spool).length > 0, "documents in the spool");
+  await until("documents in the spool", () => (spoolFiles(spool).length > 0 ? true : undefined), 30_000);
   server.up();
   const run = await done;
   expect(run.stderr).toBe("");

@@ -6,15 +6,15 @@
  * conflicts and bad credentials give clear errors.
  */
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CpostError } from "../core/errors.ts";
 import type { MetricColumn, RunInfo, RunResult, SampleBatch, Sink } from "../core/types.ts";
 import elasticsearch from "../plugins/elasticsearch.ts";
 import { templateRequests } from "../plugins/elasticsearch-templates.ts";
-import { sampleKey, startEsServer, storedSamples, type EsServerOptions, type EsTestServer } from "./es-server.ts";
-import { cpostSource } from "./support.ts";
+import { sampleKey, spoolFiles, startEsServer, storedSamples, type EsServerOptions, type EsTestServer } from "./es-server.ts";
+import { cpostSource, until } from "./support.ts";
 
 const CONTAINER = "metrics-cpost.container-default";
 const GPU = "metrics-cpost.gpu-default";
@@ -115,15 +115,6 @@ function expectExactlyOnce(s: EsTestServer, batches: SampleBatch[], index = CONT
   expect([...expected].filter((k) => !seen.has(k))).toEqual([]);
 }
 
-/** Polls `condition` until it holds or `ms` pass. */
-async function until(condition: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error("condition not met in time");
-    await Bun.sleep(10);
-  }
-}
-const spoolFiles = (dir: string) => (existsSync(dir) ? readdirSync(dir, { recursive: true }).map(String).filter((f) => f.endsWith(".ndjson")) : []);
 
 describe("documents", () => {
   test("one per sample per container and one per GPU per sample, ECS fields and cpost's metric names, framed as _bulk wants", async () => {
@@ -272,10 +263,10 @@ describe("delivery", () => {
     const { sink, out } = await esSink(s, { "es-spool-dir": spool });
     await feed(sink, runInfo("run-outage"), batches, async (i) => {
       if (i === 10) {
-        await until(() => s.count(CONTAINER) > 0); // it was up and sending before
+        await until("the first documents", () => (s.count(CONTAINER) > 0 ? true : undefined), 10_000); // it was up and sending before
         s.down();
       }
-      if (i === 40) await until(() => spoolFiles(spool).length > 0); // the outage was noticed, documents are on disk
+      if (i === 40) await until("documents in the spool", () => (spoolFiles(spool).length > 0 ? true : undefined), 10_000); // the outage was noticed, documents are on disk
       if (i === 45) s.up();
     });
     expect(out.text).toContain("not answering (ECONNREFUSED); documents go to the spool");

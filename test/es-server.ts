@@ -11,6 +11,7 @@
  * Run alone for benchmarks: `bun test/es-server.ts [--ids-only]` prints `{"url":…}`
  * and serves `GET /_test/stats`.
  */
+import { existsSync, readdirSync } from "node:fs";
 
 /** How the server authenticates and what it claims to be. */
 export interface EsServerOptions {
@@ -473,3 +474,6 @@ export function storedSamples(server: EsTestServer, index = "metrics-cpost.conta
   }
   return seen;
 }
+
+/** The spool files (`*.ndjson`) under a sink's spool dir; none when it does not exist. */
+export const spoolFiles = (dir: string): string[] => (existsSync(dir) ? readdirSync(dir, { recursive: true }).map(String).filter((f) => f.endsWith(".ndjson")) : []);

@@ -108,6 +108,17 @@ export function compiledBinary(): Promise<string> {
   return binary;
 }
 
+/** Polls `check` until it returns a value (not undefined) or the deadline passes. */
+export async function until<T>(what: string, check: () => T | undefined | Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await Bun.sleep(20);
+  }
+}
+
 /** Runs a command to completion and returns its exit code and output. */
 export async function runProcess(
   argv: string[],

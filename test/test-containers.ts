@@ -5,6 +5,7 @@
  * endpoint, the comparison the accuracy tests make.
  */
 import { TEST_IMAGE } from "./support.ts";
+export { until } from "./support.ts";
 import type { Target } from "../core/types.ts";
 
 const SOCKET = "/var/run/docker.sock";
@@ -111,13 +112,3 @@ export async function removeMine(): Promise<void> {
   for (const c of (await res.json()) as Array<{ Id: string }>) await removeContainer(c.Id);
 }
 
-/** Polls `check` until it returns a value (not undefined) or the deadline passes. */
-export async function until<T>(what: string, check: () => T | undefined | Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await Bun.sleep(20);
-  }
-}
