@@ -15,12 +15,10 @@
 import { decodeMultiStream } from "@msgpack/msgpack";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import { compileArgv } from "../scripts/build.ts";
-
-const REPO = resolve(import.meta.dir, "..");
-const SOCKET = "/var/run/docker.sock";
-const IMAGE = "cpost-test/busybox:1";
+import { join } from "node:path";
+import { connectDocker, type DockerClient } from "../core/docker.ts";
+import { compileArgv, REPO } from "../scripts/build.ts";
+import { TEST_IMAGE } from "../test/support.ts";
 
 /** What a soak is asked for. */
 export interface SoakOptions {
@@ -63,17 +61,6 @@ export interface SoakResult {
   /** CPU of cpost over the measured window, % of one core. */
   cpuPct: number;
   perContainer: Array<{ id: string; taken: number; recorded: number }>;
-}
-
-async function api(method: string, path: string, body?: unknown): Promise<Response> {
-  const res = await fetch(`http://docker/v1.41${path}`, {
-    method,
-    unix: SOCKET,
-    headers: body ? { "content-type": "application/json" } : {},
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  if (!res.ok && res.status !== 304) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
-  return res;
 }
 
 /** RSS and fds of `pid`, from /proc. */
@@ -155,15 +142,17 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   const recording = join(dir, "soak.msgpack");
   const ids: string[] = [];
   const procs: Bun.Subprocess[] = [];
+  let engine: DockerClient | undefined;
   try {
     const binary = options.binary ?? (say("building the compiled cpost ..."), await buildBinary());
     say(`starting ${options.containers} containers ...`);
+    engine = await connectDocker({ host: "unix:///var/run/docker.sock" });
     for (let i = 0; i < options.containers; i++) {
       // Each breathes: takes a little memory, lets it go, sleeps; so every series changes, none hogs the 2 cores.
       const script = `while :; do cpost-workload mem ${2 + (i % 5)} 0.2; cpost-workload sleep-ms ${300 + 37 * i}; done`;
-      const created = (await (await api("POST", "/containers/create", { Image: IMAGE, Cmd: ["sh", "-c", script], Labels: { "cpost.soak": tag }, StopTimeout: 1 })).json()) as { Id: string };
-      ids.push(created.Id);
-      await api("POST", `/containers/${created.Id}/start`);
+      const id = await engine.createContainer({ image: TEST_IMAGE, cmd: ["sh", "-c", script], env: {}, labels: { "cpost.soak": tag }, mounts: [] });
+      ids.push(id);
+      await engine.startContainer(id);
     }
     const baseline = await startMonitor(binary, ["--sinks", "msgpack", "--msgpack-file", join(dir, "idle.msgpack"), "--label", `cpost.soak=${tag}-none`]);
     procs.push(baseline.proc);
@@ -231,7 +220,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     };
   } finally {
     for (const p of procs) p.kill("SIGKILL");
-    for (const id of ids) await fetch(`http://docker/v1.41/containers/${id}?force=true`, { method: "DELETE", unix: SOCKET }).catch(() => undefined);
+    for (const id of ids) await engine?.removeContainer(id, { force: true }).catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
   }
 }
