@@ -17,7 +17,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connectDocker, type DockerClient } from "../core/docker.ts";
-import { compileArgv, REPO } from "../scripts/build.ts";
+import { compile } from "../scripts/build.ts";
 import { TEST_IMAGE } from "../test/support.ts";
 
 /** What a soak is asked for. */
@@ -83,8 +83,7 @@ export async function buildBinary(): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), "cpost-soak-bin-"));
   process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
   const out = join(dir, "cpost");
-  const proc = Bun.spawn(compileArgv(out), { cwd: REPO, stdout: "pipe", stderr: "pipe" });
-  if ((await proc.exited) !== 0) throw new Error(`bun build --compile failed: ${await new Response(proc.stderr).text()}`);
+  await compile(out);
   return out;
 }
 

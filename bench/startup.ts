@@ -60,11 +60,6 @@ export async function medianStartMs(argv: string[], runs: number): Promise<numbe
   return (await startTimes([argv], runs))[0]!.median;
 }
 
-async function compile(argv: string[]): Promise<void> {
-  const proc = Bun.spawn(argv, { cwd: REPO, stdout: "pipe", stderr: "pipe" });
-  if ((await proc.exited) !== 0) throw new Error(`${argv.join(" ")} failed: ${await new Response(proc.stderr).text()}`);
-}
-
 /** Raises this process's priority (inherited by what it spawns) where permitted: the machine is shared. */
 export function raisePriority(): string {
   try {
@@ -78,20 +73,20 @@ export function raisePriority(): string {
 async function main(): Promise<void> {
   const runs = Number(process.argv[2] ?? 40);
   const priority = raisePriority();
-  const { compileArgv, ENTRYPOINTS } = await import("../scripts/build.ts");
+  const { compile } = await import("../scripts/build.ts");
   const bin = join(REPO, "dist/cpost");
   if (!existsSync(bin)) {
     console.log("dist/cpost is missing: building it with the release flags ...");
-    await compile(compileArgv(bin));
+    await compile(bin);
   }
   const scratch = mkdtempSync(join(tmpdir(), "cpost-startup-"));
   try {
     const floorSource = join(scratch, "floor.ts");
     writeFileSync(floorSource, 'process.stdout.write("cpost 0.0.0\\n");\n');
     const floor = join(scratch, "floor");
-    await compile(compileArgv(floor, { entrypoints: [floorSource] }));
+    await compile(floor, { entrypoints: [floorSource] });
     const plain = join(scratch, "cpost-plain");
-    await compile([process.execPath, "build", "--compile", ...ENTRYPOINTS.map((e) => join(REPO, e)), "--outfile", plain]);
+    await compile(plain, { plain: true });
 
     const pipeline = join(REPO, "examples/diamond/pipeline.yaml");
     const rows: Array<[string, string[]]> = [

@@ -25,15 +25,29 @@ export const TARGETS = { "linux-x64": "bun-linux-x64", "linux-arm64": "bun-linux
 /** A release platform, as dist/cpost-<platform> names it. */
 export type Platform = keyof typeof TARGETS;
 
+/** What compileArgv builds: for another platform, other entrypoints, or `plain` (without the release flags, bench/startup.ts's comparison). */
+export interface CompileOptions {
+  platform?: Platform;
+  entrypoints?: string[];
+  plain?: boolean;
+}
+
 /**
  * argv of one release build. Bytecode (ESM) halves the start-up time of the
  * bundle's parse; minify keeps it smaller. The tests' compiledBinary() builds
  * with the same argv, so they test what ships.
  */
-export function compileArgv(outfile: string, options: { platform?: Platform; entrypoints?: string[] } = {}): string[] {
+export function compileArgv(outfile: string, options: CompileOptions = {}): string[] {
+  const release = options.plain ? [] : ["--minify", "--bytecode", "--format=esm"];
   const target = options.platform ? [`--target=${TARGETS[options.platform]}`] : [];
   const entrypoints = options.entrypoints ?? ENTRYPOINTS.map((e) => join(REPO, e));
-  return [process.execPath, "build", "--compile", "--minify", "--bytecode", "--format=esm", ...target, ...entrypoints, "--outfile", outfile];
+  return [process.execPath, "build", "--compile", ...release, ...target, ...entrypoints, "--outfile", outfile];
+}
+
+/** Runs the build of compileArgv(outfile, options); throws with bun's stderr when it fails. */
+export async function compile(outfile: string, options: CompileOptions = {}): Promise<void> {
+  const proc = Bun.spawn(compileArgv(outfile, options), { cwd: REPO, stdout: "pipe", stderr: "pipe" });
+  if ((await proc.exited) !== 0) throw new Error(`bun build --compile failed: ${await new Response(proc.stderr).text()}`);
 }
 
 /** The platform of this machine, when it is one cpost releases for. */

@@ -7,7 +7,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { connectDocker, type DockerClient } from "../core/docker.ts";
-import { compileArgv } from "../scripts/build.ts";
+import { compile } from "../scripts/build.ts";
 
 export const REPO = resolve(import.meta.dir, "..");
 export const BUN = join(REPO, "node_modules/.bin/bun");
@@ -91,11 +91,11 @@ export function compiledBinary(): Promise<string> {
     if (existsSync(out)) return out;
     const building = mkdtempSync(join(root, ".build-"));
     chmodSync(building, 0o755);
-    const proc = Bun.spawn(compileArgv(join(building, "cpost")), { cwd: REPO, stdout: "pipe", stderr: "pipe" });
-    const code = await proc.exited;
-    if (code !== 0) {
+    try {
+      await compile(join(building, "cpost"));
+    } catch (error) {
       rmSync(building, { recursive: true, force: true });
-      throw new Error(`bun build --compile failed: ${await new Response(proc.stderr).text()}`);
+      throw error;
     }
     // renamed into place whole: another test process sees no binary or a complete one
     try {
