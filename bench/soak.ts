@@ -64,7 +64,7 @@ export interface SoakResult {
 }
 
 /** RSS and fds of `pid`, from /proc. */
-export function footprint(pid: number): Footprint {
+function footprint(pid: number): Footprint {
   const status = readFileSync(`/proc/${pid}/status`, "latin1");
   const rssKb = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? NaN);
   return { rssBytes: rssKb * 1024, fds: readdirSync(`/proc/${pid}/fd`).length };

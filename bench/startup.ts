@@ -40,7 +40,7 @@ async function spawnMs(argv: string[]): Promise<number> {
  * executable in), round-robin, so a burst of load on a shared machine falls
  * on every command alike. Throws if one exits non-zero.
  */
-export async function startTimes(commands: string[][], runs: number): Promise<StartTimes[]> {
+async function startTimes(commands: string[][], runs: number): Promise<StartTimes[]> {
   const times = commands.map(() => [] as number[]);
   for (let i = 0; i < runs + 2; i++) {
     for (const [k, argv] of commands.entries()) {

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { REPO } from "./support.ts";
 
 /** Where the entries are kept. */
-export const RELIABILITY_DIR = join(REPO, ".cache/reliability");
+const RELIABILITY_DIR = join(REPO, ".cache/reliability");
 
 /** One check: what was done to cpost, what it did, and whether that is what it must do. */
 export interface ReliabilityEntry {

@@ -61,7 +61,7 @@ export interface SeriesSpec {
 }
 
 /** The value of metric `key` (its name) at row `i` (deterministic, so tests can recompute it). */
-export function signal(key: string, i: number, s: SeriesSpec): number {
+function signal(key: string, i: number, s: SeriesSpec): number {
   if (s.spike && i === s.spike.row && key === "cpu.percent") return s.spike.value;
   if (s.dip && i === s.dip.row && key === "memory.usage_bytes") return s.dip.value;
   const t = (i * s.intervalMs) / 1000;

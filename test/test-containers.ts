@@ -53,14 +53,9 @@ export async function startContainer(cmd: string[], options: { memoryBytes?: num
   };
 }
 
-/** The host pid of the container's init process. */
+/** The host pid of the container's init process, as the engine reports it. */
 export async function pidOf(id: string): Promise<number> {
-  return (await inspect(id)).State.Pid;
-}
-
-/** The engine's view of a container. */
-export async function inspect(id: string): Promise<{ State: { Pid: number; Running: boolean; ExitCode: number; FinishedAt: string } }> {
-  return (await (await api("GET", `/containers/${id}/json`)).json()) as { State: { Pid: number; Running: boolean; ExitCode: number; FinishedAt: string } };
+  return ((await (await api("GET", `/containers/${id}/json`)).json()) as { State: { Pid: number } }).State.Pid;
 }
 
 /** Waits for the container to exit (the body, not the headers: the engine sends those at once) and returns its exit code. */
