@@ -115,9 +115,9 @@ function isDirectory(path: string): boolean {
   }
 }
 
-function checkWritableDir(dir: string, flag: string): void {
-  const fail = (why: string, cause?: unknown) =>
-    new CpostError("input", `${flag} ${dir}: ${why}`, { file: dir, cause, hint: `give ${flag} a directory cpost can create and write to` });
+/** Creates `dir` if need be and writes a probe file into it; a CpostError naming `flag` otherwise. */
+export function checkWritableDir(dir: string, flag: string, hint = `give ${flag} a directory cpost can create and write to`): void {
+  const fail = (why: string, cause?: unknown) => new CpostError("input", `${flag} ${dir}: ${why}`, { file: dir, cause, hint });
   try {
     mkdirSync(dir, { recursive: true });
   } catch (cause) {

@@ -356,9 +356,14 @@ describe("Triton and cpost_net", () => {
     );
 
   dockerTest("a Triton stand-in on cpost_net: the operator reaches it through the four variables; all removed after", async () => {
-    const run = await cpost(["run", tritonPipeline(), INPUT, "--models_dir", modelsDir(), "--keep-outputs"]);
+    // --record too: its directory check once asked again for --models_dir, without it
+    const recording = join(scratch(), "triton.msgpack");
+    const run = await cpost(["run", tritonPipeline(), INPUT, "--models_dir", modelsDir(), "--keep-outputs", "--record", recording]);
     expect(run.stderr).not.toContain("cpost:");
     expect(run.code).toBe(0);
+    const recorded = readRecording(recording);
+    expect(recorded.complete).toBe(true);
+    expect(recorded.operators).toHaveLength(2);
     const work = keptDir(run);
     expect(readFileSync(join(work, "infer", "output-0", "ready"), "utf8")).toBe("ready\n");
     const env = readFileSync(join(work, "infer", "output-0", "env"), "utf8");

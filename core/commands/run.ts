@@ -10,7 +10,7 @@ import { builtinSinks, SINK_ALIASES, sinkName } from "../../plugins/index.ts";
 import { CpostError, EXIT } from "../errors.ts";
 import { formatWarning, loadPipeline } from "../pipeline.ts";
 import { loadPlugins, PLUGIN_PATH_ENV, resolveCollectors, resolveSinkFactories, scanPluginFlags, type PluginSet } from "../plugin-loader.ts";
-import { checkInputs, interruptSignals, runPipeline } from "../runner.ts";
+import { checkInputs, checkWritableDir, interruptSignals, runPipeline } from "../runner.ts";
 import type { Sink } from "../types.ts";
 import { SIZING_ARGS, SIZING_BOOLEAN_FLAGS, SIZING_VALUE_FLAGS, sizingRequestOf, type SizingRequest } from "../limits.ts";
 
@@ -164,7 +164,7 @@ export async function executeRun(request: RunRequest): Promise<number> {
   for (const w of warnings) process.stderr.write(`warning: ${formatWarning(w)}\n`);
   // Before any sink creates a file or the engine is asked anything.
   checkInputs({ pipeline, inputDir: request.input, metricsDir: request.metricsDir, modelsDir: request.modelsDir });
-  if (request.record !== undefined) checkInputs({ pipeline, inputDir: request.input, metricsDir: dirname(resolve(request.record)) });
+  if (request.record !== undefined) checkWritableDir(dirname(resolve(request.record)), "--record", "give --record a file in a directory cpost can create and write to");
 
   // nvml is never in the defaults: named, it was asked for, and a run without it would not be what was asked
   if (request.collectors.includes("nvml")) {
