@@ -179,7 +179,7 @@ export async function replayInto(recording: Recording, sinks: Sink[], options: R
   for (const recorded of recording.operators) {
     const name = recorded.operator?.name ?? recorded.result?.operator ?? recorded.batches[0]?.operator ?? "";
     if (recorded.operator) await each("operatorStart", (s) => s.operatorStart?.(recorded.operator!));
-    const builder = new SummaryBuilder(name, { policy: options.policy });
+    const builder = new SummaryBuilder(name, { policy: options.policy, host: { cpus: recording.run.host?.cpus } });
     for (const batch of recorded.batches) {
       builder.add(batch);
       await each("write", (s) => s.write(batch));

@@ -12,9 +12,9 @@ import { basename, dirname, extname, join } from "node:path";
 import { grid } from "../plugins/table.ts";
 import { f3 } from "../plugins/table-extras.ts";
 import { EXIT } from "./errors.ts";
-import { CPOST_POLICY, policyName, policyRule, type SizingPolicy } from "./sizing.ts";
+import { CPOST_POLICY, CPU_WINDOW_MS, policyName, policyRule, type SizingPolicy } from "./sizing.ts";
 import { SummaryBuilder } from "./summary.ts";
-import type { OperatorAttempt, OperatorResult, OperatorStatus, OperatorSummary, Sink } from "./types.ts";
+import type { OperatorAttempt, OperatorResult, OperatorStatus, OperatorSummary, SizingEvidence, Sink } from "./types.ts";
 import { executeRun, type RunRequest } from "./commands/run.ts";
 
 /** One run's figures of one operator. */
@@ -50,9 +50,10 @@ export interface SizingObserver {
 export function defineSizingObserver(policy: SizingPolicy): SizingObserver {
   const operators = new Map<string, { builder: SummaryBuilder; peaks: RunPeak[]; results: OperatorResult[] }>();
   let runs = 0;
+  let cpus: number | undefined;
   const entry = (name: string) => {
     let found = operators.get(name);
-    if (!found) operators.set(name, (found = { builder: new SummaryBuilder(name, { policy }), peaks: [], results: [] }));
+    if (!found) operators.set(name, (found = { builder: new SummaryBuilder(name, { policy, host: { cpus } }), peaks: [], results: [] }));
     return found;
   };
   return {
@@ -61,8 +62,9 @@ export function defineSizingObserver(policy: SizingPolicy): SizingObserver {
     },
     sink: {
       name: "sizing",
-      start() {
+      start(run) {
         runs++;
+        cpus = run.host?.cpus;
       },
       operatorStart(operator) {
         entry(operator.name);
@@ -73,7 +75,9 @@ export function defineSizingObserver(policy: SizingPolicy): SizingObserver {
       operatorDone(result, summary) {
         const op = entry(result.operator);
         op.results.push(result);
-        if (summary.samples > 0) op.peaks.push({ run: runs, status: result.status, samples: summary.samples, cpuMaxPercent: summary.cpuPercent.max, memoryMaxMb: summary.memoryMb.max });
+        // Each run's peaks as sizing reads them: the 1 s CPU figure and the working set.
+        const ev = summary.recommendation.evidence;
+        if (summary.samples > 0) op.peaks.push({ run: runs, status: result.status, samples: summary.samples, cpuMaxPercent: ev?.cpu.value ?? summary.cpuPercent.max, memoryMaxMb: ev?.memory.valueMb ?? summary.memoryMb.max });
       },
       end() {},
     },
@@ -162,6 +166,20 @@ export function formatSpread(sized: OperatorSizing[], runs: number): string {
   return `Peaks over ${runs} runs\n${grid(["Operator", "Metric", "Min", "Median", "Max", "Resource"], rows).join("\n")}\n`;
 }
 
+/** The CPU figure sized on, with its window and error: `max 1 s CPU 100.203 % ± 0.835`. */
+export function describeCpu(ev: SizingEvidence): string {
+  const { cpu } = ev;
+  if (cpu.metric !== "cpu.usage_ns") return `${cpu.statistic} CPU ${f3(cpu.value)} % (short windows, no usage counter recorded)`;
+  const window = cpu.windowMs >= CPU_WINDOW_MS ? "1 s" : `${f3(cpu.windowMs / 1000)} s (its whole run)`;
+  return `${cpu.statistic} ${window} CPU ${f3(cpu.value)} % ± ${f3(cpu.errorPercent)}`;
+}
+
+/** The memory figure sized on: `max working set 13.136 MB`. */
+export function describeMemory(ev: SizingEvidence): string {
+  const what = ev.memory.metric === "memory.working_set_bytes" ? "working set" : "memory";
+  return `max ${what} ${f3(ev.memory.valueMb)} MB over ${ev.memory.rows} readings`;
+}
+
 /** The recommendations with what they rest on, and every note (OOM, throttling, retries). */
 export function formatRecommendations(sized: OperatorSizing[], policy: SizingPolicy): string {
   const lines = [`Recommended requests (policy ${policyName(policy)}: ${policyRule(policy)})`];
@@ -170,9 +188,7 @@ export function formatRecommendations(sized: OperatorSizing[], policy: SizingPol
     const rec = op.summary.recommendation;
     const ev = rec.evidence;
     const requests = `cpu: ${rec.cpu}, memory: ${rec.memory}${rec.gpu === undefined ? "" : `, gpu: ${rec.gpu}`}`;
-    const basis = ev
-      ? `from ${ev.cpu.statistic} CPU ${f3(ev.cpu.value)} % and max memory ${f3(ev.memory.valueMb)} MB over ${ev.memory.rows} rows`
-      : "";
+    const basis = ev ? `from ${describeCpu(ev)} and ${describeMemory(ev)}` : "";
     const flag = ev?.lowerBound ? `  [LOWER BOUND: ${[ev.lowerBound.memory ? "OOM killed" : "", ev.lowerBound.cpu ? "CPU throttled" : ""].filter(Boolean).join(", ")}]` : "";
     const failed = op.result.status === "succeeded" ? "" : `  (${op.result.status}${op.result.exitCode === null ? "" : `, exit code ${op.result.exitCode}`})`;
     lines.push(`  ${op.operator.padEnd(width)}  ${requests}   ${basis}${flag}${failed}`);

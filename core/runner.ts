@@ -210,7 +210,7 @@ export async function runPipeline(options: RunOptions): Promise<RunResult> {
     let stopped: string | undefined;
     for (const op of pipeline.order) {
       await sinks.call("operatorStart", (s) => s.operatorStart?.(op));
-      const builder = new SummaryBuilder(op.name, { policy: options.sizing?.policy });
+      const builder = new SummaryBuilder(op.name, { policy: options.sizing?.policy, host: { cpus: info.host.cpus } });
       builders.set(op.name, builder);
       const missing = upstreamsOf(op).filter((u) => failed.has(u));
       let result: OperatorResult;

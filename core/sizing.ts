@@ -4,17 +4,21 @@
  * Two policies, same shape (see docs/sizing.md):
  *
  *   cpost (default, the original's rule)
- *     cpu    = max(1, ceil(max cpu% / 100))
- *     memory = ceil((max MB + 100) / 256) · 256
+ *     cpu    = max(1, ceil((max 1 s CPU% − error) / 100))
+ *     memory = max(256, ceil((max working set MB + 100) / 256) · 256)
  *   percentile (Kubernetes VPA / KRR style; default p95 and 15 %)
- *     cpu    = max(1, ceil(pXX cpu% / 100))
- *     memory = max(256, ceil(max MB · (1 + headroom) / 256) · 256)
+ *     cpu    = max(1, ceil((p95 1 s CPU% − error) / 100))
+ *     memory = max(256, ceil(max working set MB · (1 + headroom) / 256) · 256)
  *
- * cpu% is the `cpu.percent` column (100 = one core), MB is
- * `memory.usage_bytes` / 1e6, both over CPOST's rows (pairs of readings, as
- * the CSV has them) and as printed (three decimals). The minimum cpu, the
- * cpu step (1 core, or e.g. 0.1 for millicores), the memory step and the
- * minimum memory are the policy's too and can be changed.
+ * CPU is sized on one-second windows of the cumulative usage counter
+ * (cpu.usage_ns), the span docker stats and the original CPOST measured
+ * over, not on the collector's 100 ms cpu.percent: the kernel advances the
+ * counter in scheduler ticks, and over 100 ms one tick of one busy thread
+ * reads as 104 %. The counter's step is measured from the readings, and the
+ * error it allows is taken off before rounding up, so measurement error
+ * never buys an extra core. Memory is sized on the working set (usage less
+ * inactive page cache, as docker stats and the kubelet): page cache written
+ * once is given back before any OOM kill.
  *
  * An operator killed by the OOM killer, or throttled under a CPU limit, used
  * less than it needed: its recommendation is marked a lower bound and says
@@ -75,15 +79,15 @@ export function policyName(policy: SizingPolicy): string {
 export function policyRule(policy: SizingPolicy): string {
   const stat = policy.cpuPercentile >= 100 ? "max" : `p${policy.cpuPercentile}`;
   const step = (x: string, s: number) => (s === 1 ? `ceil(${x})` : `ceil(${x} / ${s}) * ${s}`);
-  const grown = policy.memoryHeadroomPct === 0 ? "max MB" : `max MB * ${round3(1 + policy.memoryHeadroomPct / 100)}`;
+  const grown = policy.memoryHeadroomPct === 0 ? "max working set MB" : `max working set MB * ${round3(1 + policy.memoryHeadroomPct / 100)}`;
   const memory = policy.memoryBufferMb === 0 ? grown : `(${grown} + ${policy.memoryBufferMb})`;
   const memoryRounded = `ceil(${memory} / ${policy.memoryStepMb}) * ${policy.memoryStepMb}`;
-  return `cpu = max(${policy.minCpu}, ${step(`${stat} cpu% / 100`, policy.cpuStep)}); memory = max(${policy.minMemoryMb}, ${memoryRounded})`;
+  return `cpu = max(${policy.minCpu}, ${step(`(${stat} 1 s cpu% - error) / 100`, policy.cpuStep)}); memory = max(${policy.minMemoryMb}, ${memoryRounded})`;
 }
 
 /** What a recommendation is computed from: the figures the policy picked (max or percentile). */
 export interface SizingBasis {
-  /** CPU percent to size on (100 = one core). */
+  /** CPU percent the rule is applied to (100 = one core), measurement error already taken off. */
   cpuPercent: number;
   /** Memory peak to size on, MB (bytes / 1e6); headroom and buffer are added here. */
   memoryMb: number;
@@ -101,18 +105,22 @@ export function recommend(basis: SizingBasis, policy: SizingPolicy = CPOST_POLIC
   if (basis.samples === 0) notes.push("no samples: minimum request");
   if (basis.oomKilled) notes.push("lower bound: OOM killed, it needs more memory than it was allowed");
   if (policy.kind === "percentile") notes.push(`cpu from p${policy.cpuPercentile}, memory from the peak + ${policy.memoryHeadroomPct}% headroom`);
-  const grown = memoryMb * (1 + policy.memoryHeadroomPct / 100) + policy.memoryBufferMb;
   return {
     // The original gave "cpu: 0" for an idle operator, which no scheduler accepts.
     cpu: Math.max(policy.minCpu, ceilStep(cpuPercent / 100, policy.cpuStep)),
-    memory: Math.max(policy.minMemoryMb, ceilStep(grown, policy.memoryStepMb)),
+    memory: memoryRequest(memoryMb, policy),
     ...(basis.gpu === undefined ? {} : { gpu: basis.gpu }),
     policy: policyName(policy),
     notes,
   };
 }
 
-// ---------------------------------------------------------------- evidence over an operator's rows
+function memoryRequest(memoryMb: number, policy: SizingPolicy): number {
+  const grown = memoryMb * (1 + policy.memoryHeadroomPct / 100) + policy.memoryBufferMb;
+  return Math.max(policy.minMemoryMb, ceilStep(grown, policy.memoryStepMb));
+}
+
+// ---------------------------------------------------------------- evidence over an operator's readings
 
 /** The p-th percentile (nearest rank) of `values[0..count)`; sorts that range in place. 0 when empty. */
 export function percentile(values: Float64Array, count: number, p: number): number {
@@ -123,7 +131,7 @@ export function percentile(values: Float64Array, count: number, p: number): numb
   return sorted[rank - 1]!;
 }
 
-/** Everything but the rows that sizing looks at. */
+/** Everything but the readings that sizing looks at. */
 export interface SizingFacts {
   samples: number;
   gpu?: number;
@@ -131,15 +139,55 @@ export interface SizingFacts {
   stats: readonly MetricStats[];
 }
 
-/** Sizes one operator from its CPOST rows; fed by SummaryBuilder (live and replay alike). */
+/** One reading of one container as sizing needs it; NaN = not measured in that reading. */
+export interface SizingReading {
+  /** Epoch ms. */
+  timestampMs: number;
+  /** Cumulative CPU time, ns (cpu.usage_ns). */
+  usageNs: number;
+  /** The collector's short-window CPU %, used only where cpu.usage_ns was not recorded. */
+  cpuPercent: number;
+  /** memory.usage_bytes: page cache included. */
+  memoryBytes: number;
+  /** memory.working_set_bytes: usage less inactive page cache (read every ~10 ms). */
+  workingSetBytes: number;
+}
+
+/** Sizes one operator from the readings of its containers; fed by SummaryBuilder (live and replay alike). */
 export interface SizingSeries {
-  /** One row: its time (epoch ms), cpu percent and memory MB; NaN = not measured. */
-  row(timestampMs: number, cpuPercent: number, memoryMb: number): void;
-  /** The recommendation with its evidence. Call once, after the last row. */
+  /** A new container's readings follow: no window spans two containers. */
+  startSeries(): void;
+  /** One reading, in time order within a series; `reading` may be reused by the caller. */
+  reading(reading: SizingReading): void;
+  /** The recommendation with its evidence. Call once, after the last reading. */
   recommend(facts: SizingFacts): Recommendation;
 }
 
-/** A growable list of numbers (the cpu rows, kept only when a percentile below 100 needs them). */
+/** Where sizing runs: the host's CPUs, to say when an operator used all of them. */
+export interface SizingHost {
+  cpus?: number;
+}
+
+/** CPU is sized over windows of this length: what docker stats and the original CPOST measured over. */
+export const CPU_WINDOW_MS = 1000;
+/** The usage counter's steps are kept to this resolution (ns) to find their median without keeping each one. */
+const STEP_RESOLUTION_NS = 1000;
+/**
+ * A thread's CPU time reaches the counter at scheduler ticks and at context
+ * switches, so a busy core's time can be up to one tick behind. Where
+ * readings come faster than ticks, the counter's larger changes are whole
+ * ticks (measured here: 4.0 ms at 1 ms readings, HZ=250), while a thread
+ * preempted often adds smaller amounts; so the step is the 90th percentile
+ * of the positive changes, the tick or (at coarser readings) above it,
+ * capped at the longest tick Linux has.
+ */
+const STEP_PERCENTILE = 0.9;
+/** The longest tick Linux has (HZ=100): the counter never lags a busy core by more. */
+const MAX_TICK_NS = 10e6;
+/** An operator that used at least this share of the host's CPUs may have wanted more than the host had. */
+const HOST_BOUND_SHARE = 0.9;
+
+/** A growable list of numbers (the window rates, kept only when a percentile below 100 needs them). */
 function defineValues() {
   let values = new Float64Array(1024);
   let count = 0;
@@ -152,43 +200,226 @@ function defineValues() {
       }
       values[count++] = x;
     },
-    percentile: (p: number) => percentile(values, count, p),
+    get count() {
+      return count;
+    },
+    at: (i: number) => values[i]!,
+    percentile: (p: number) => percentile(values.slice(0, count), count, p),
+  };
+}
+
+/**
+ * CPU % over windows of CPU_WINDOW_MS of the usage counter: for each reading,
+ * the window back to the newest reading at least CPU_WINDOW_MS older; a
+ * series shorter than that is one window from its first reading to its last.
+ * Also the counter's step: see STEP_PERCENTILE.
+ */
+function defineCpuWindows(keepRates: boolean) {
+  const times = defineValues();
+  const usages = defineValues();
+  let seriesStart = 0;
+  let tail = 0;
+  let seriesHasWindow = false;
+  const max = { rate: -1, spanMs: 0, atMs: NaN };
+  const rates = keepRates ? defineValues() : undefined;
+  const spans = keepRates ? defineValues() : undefined;
+  let windows = 0;
+  let readings = 0;
+  const steps = new Map<number, number>(); // step in STEP_RESOLUTION_NS units -> how often
+  let stepCount = 0;
+  let lastUsage = NaN;
+
+  const take = (rate: number, spanMs: number, atMs: number) => {
+    windows++;
+    if (rate > max.rate) Object.assign(max, { rate, spanMs, atMs });
+    rates?.push(rate);
+    spans?.push(spanMs);
+  };
+  /** Ends a series that never spanned a window: its whole span is its one window. */
+  const closeSeries = () => {
+    const last = times.count - 1;
+    if (!seriesHasWindow && last > seriesStart) {
+      const spanMs = times.at(last) - times.at(seriesStart);
+      if (spanMs > 0) take(((usages.at(last) - usages.at(seriesStart)) / (spanMs * 1e6)) * 100, spanMs, times.at(last));
+    }
+  };
+
+  return {
+    startSeries() {
+      closeSeries();
+      seriesStart = tail = times.count;
+      seriesHasWindow = false;
+      lastUsage = NaN;
+    },
+    reading(timestampMs: number, usageNs: number) {
+      if (usageNs !== usageNs) return;
+      readings++;
+      if (usageNs > lastUsage) {
+        const step = Math.round((usageNs - lastUsage) / STEP_RESOLUTION_NS);
+        steps.set(step, (steps.get(step) ?? 0) + 1);
+        stepCount++;
+      }
+      lastUsage = usageNs;
+      times.push(timestampMs);
+      usages.push(usageNs);
+      const now = times.count - 1;
+      while (tail + 1 < now && timestampMs - times.at(tail + 1) >= CPU_WINDOW_MS) tail++;
+      const spanMs = timestampMs - times.at(tail);
+      if (tail < now && spanMs >= CPU_WINDOW_MS) {
+        seriesHasWindow = true;
+        take(((usageNs - usages.at(tail)) / (spanMs * 1e6)) * 100, spanMs, timestampMs);
+      }
+    },
+    finish() {
+      closeSeries();
+      seriesStart = tail = times.count;
+      seriesHasWindow = true;
+      let stepNs = 0;
+      if (stepCount > 0) {
+        const rank = Math.max(1, Math.ceil(stepCount * STEP_PERCENTILE));
+        let seen = 0;
+        for (const [step, n] of [...steps].sort((a, b) => a[0] - b[0])) {
+          seen += n;
+          if (seen >= rank) {
+            stepNs = Math.min(step * STEP_RESOLUTION_NS, MAX_TICK_NS);
+            break;
+          }
+        }
+      }
+      return { max, rates, spans, windows, readings, stepNs };
+    },
   };
 }
 
 /** Sizing of one operator under `policy`. */
-export function defineSizingSeries(policy: SizingPolicy = CPOST_POLICY): SizingSeries {
+export function defineSizingSeries(policy: SizingPolicy = CPOST_POLICY, host: SizingHost = {}): SizingSeries {
   const keepCpu = policy.cpuPercentile < 100;
-  const cpuRows = defineValues();
-  const cpu = { rows: 0, max: 0, atMs: NaN };
-  const memory = { rows: 0, max: 0, atMs: NaN };
+  const cpu = defineCpuWindows(keepCpu);
+  // The short-window figure: sized on only where no usage counter was recorded (old recordings).
+  const shortWindow = { readings: 0, max: 0, atMs: NaN, values: keepCpu ? defineValues() : undefined };
+  const memory = { readings: 0, needMax: 0, needAtMs: NaN, usageMax: 0, workingSetSeen: false, reclaimable: 0 };
   return {
-    row(timestampMs, cpuPercent, memoryMb) {
+    startSeries() {
+      cpu.startSeries();
+      memory.reclaimable = 0;
+    },
+    reading({ timestampMs, usageNs, cpuPercent, memoryBytes, workingSetBytes }) {
+      cpu.reading(timestampMs, usageNs);
       if (cpuPercent === cpuPercent) {
-        if (cpu.rows === 0 || cpuPercent > cpu.max) Object.assign(cpu, { max: cpuPercent, atMs: timestampMs });
-        cpu.rows++;
-        if (keepCpu) cpuRows.push(cpuPercent);
+        if (shortWindow.readings === 0 || cpuPercent > shortWindow.max) Object.assign(shortWindow, { max: cpuPercent, atMs: timestampMs });
+        shortWindow.readings++;
+        shortWindow.values?.push(cpuPercent);
       }
-      if (memoryMb === memoryMb) {
-        if (memory.rows === 0 || memoryMb > memory.max) Object.assign(memory, { max: memoryMb, atMs: timestampMs });
-        memory.rows++;
+      // The working set is read every ~10 ms, usage every sample: between two working-set
+      // readings the page cache is taken as it last was.
+      let need = NaN;
+      if (workingSetBytes === workingSetBytes) {
+        memory.workingSetSeen = true;
+        need = workingSetBytes;
+        if (memoryBytes === memoryBytes) memory.reclaimable = Math.max(0, memoryBytes - workingSetBytes);
+      } else if (memoryBytes === memoryBytes) need = Math.max(0, memoryBytes - memory.reclaimable);
+      if (memoryBytes === memoryBytes && memoryBytes > memory.usageMax) memory.usageMax = memoryBytes;
+      if (need === need) {
+        if (memory.readings === 0 || need > memory.needMax) Object.assign(memory, { needMax: need, needAtMs: timestampMs });
+        memory.readings++;
       }
     },
     recommend({ samples, gpu, result, stats }) {
-      const cpuValue = round3(keepCpu ? cpuRows.percentile(policy.cpuPercentile) : Math.max(0, cpu.max));
-      const memoryValue = round3(Math.max(0, memory.max));
-      const recommendation = recommend({ cpuPercent: cpuValue, memoryMb: memoryValue, gpu, samples }, policy);
+      const figure = cpuFigure(cpu.finish(), shortWindow, policy);
+      const memoryValue = round3(memory.needMax / 1e6);
+      const usagePeakMb = round3(memory.usageMax / 1e6);
+      const recommendation = recommend({ cpuPercent: figure.sizedPercent, memoryMb: memoryValue, gpu, samples }, policy);
+      const statistic = keepCpu ? `p${policy.cpuPercentile}` : "max";
       const evidence: SizingEvidence = {
         rule: policyRule(policy),
-        cpu: { metric: "cpu.percent", statistic: keepCpu ? `p${policy.cpuPercentile}` : "max", value: cpuValue, rows: cpu.rows, ...(cpu.rows > 0 ? { peakAtMs: cpu.atMs } : {}) },
-        memory: { metric: "memory.usage_bytes", statistic: "max", valueMb: memoryValue, rows: memory.rows, ...(memory.rows > 0 ? { peakAtMs: memory.atMs } : {}), headroomPct: policy.memoryHeadroomPct, bufferMb: policy.memoryBufferMb },
+        cpu: {
+          metric: figure.metric,
+          statistic,
+          value: figure.value,
+          errorPercent: figure.errorPercent,
+          sizedPercent: figure.sizedPercent,
+          windowMs: figure.windowMs,
+          ...(figure.stepMs === undefined ? {} : { stepMs: figure.stepMs }),
+          windows: figure.windows,
+          rows: figure.readings,
+          ...(figure.peakAtMs === figure.peakAtMs ? { peakAtMs: figure.peakAtMs } : {}),
+          ...(figure.metric === "cpu.usage_ns" && shortWindow.readings > 0 ? { shortWindowMaxPercent: round3(shortWindow.max) } : {}),
+        },
+        memory: {
+          metric: memory.workingSetSeen ? "memory.working_set_bytes" : "memory.usage_bytes",
+          statistic: "max",
+          valueMb: memoryValue,
+          rows: memory.readings,
+          ...(memory.readings > 0 ? { peakAtMs: memory.needAtMs } : {}),
+          headroomPct: policy.memoryHeadroomPct,
+          bufferMb: policy.memoryBufferMb,
+          ...(memory.workingSetSeen ? { usagePeakMb } : {}),
+        },
       };
-      const { notes, lowerBound } = limitFindings(result, stats, evidence, policy);
-      recommendation.notes.unshift(...notes);
+      const notes: string[] = [];
+      const cpus = host.cpus;
+      if (cpus !== undefined && cpus > 0 && figure.metric === "cpu.usage_ns" && figure.value + figure.errorPercent >= HOST_BOUND_SHARE * cpus * 100) {
+        notes.push(`used all ${cpus} CPU${cpus === 1 ? "" : "s"} of this host (${f3(figure.value)} % over ${f3(figure.windowMs / 1000)} s): it may use more where there are more; size on a larger host to know`);
+      }
+      // Say so where page cache would have bought more memory than the operator needs.
+      const pageCacheMb = round3(usagePeakMb - memoryValue);
+      if (memory.workingSetSeen && memoryRequest(usagePeakMb, policy) > recommendation.memory) {
+        evidence.memory.pageCacheMb = pageCacheMb;
+        notes.push(`page cache ${f3(pageCacheMb)} MB not counted as need: usage peaked at ${f3(usagePeakMb)} MB, the working set at ${f3(memoryValue)} MB (the kernel reclaims such cache before an OOM kill)`);
+      }
+      const { notes: limitNotes, lowerBound } = limitFindings(result, stats, evidence, policy);
+      recommendation.notes.unshift(...limitNotes, ...notes);
       if (lowerBound.memory || lowerBound.cpu) evidence.lowerBound = lowerBound;
       recommendation.evidence = evidence;
       return recommendation;
     },
+  };
+}
+
+/** Three decimals, as every figure cpost prints. */
+const f3 = (x: number) => x.toFixed(3);
+
+/**
+ * The CPU figure and its error bound. The usage counter lags the CPU really
+ * used by less than one of its steps per busy core at each end of a window,
+ * so a window of S ms is off by at most cores × step / S (the step: see
+ * STEP_PERCENTILE; cores: the figure rounded to whole cores).
+ */
+function cpuFigure(
+  windows: ReturnType<ReturnType<typeof defineCpuWindows>["finish"]>,
+  shortWindow: { readings: number; max: number; atMs: number; values: ReturnType<typeof defineValues> | undefined },
+  policy: SizingPolicy,
+) {
+  if (windows.windows === 0) {
+    // No usage counter (or one reading): the collector's own short-window figure, with no error known.
+    const value = round3(Math.max(0, shortWindow.values ? shortWindow.values.percentile(policy.cpuPercentile) : shortWindow.max));
+    return { metric: "cpu.percent", value, errorPercent: 0, sizedPercent: value, windowMs: 0, stepMs: undefined, windows: shortWindow.readings, readings: shortWindow.readings, peakAtMs: shortWindow.atMs };
+  }
+  let value = windows.max.rate;
+  let spanMs = windows.max.spanMs;
+  if (windows.rates && windows.spans) {
+    value = windows.rates.percentile(policy.cpuPercentile);
+    for (let i = 0; i < windows.spans.count; i++) {
+      if (windows.rates.at(i) === value) {
+        spanMs = windows.spans.at(i);
+        break;
+      }
+    }
+  }
+  value = Math.max(0, value);
+  const cores = Math.max(1, Math.round(value / 100));
+  const errorPercent = round3(((cores * windows.stepNs) / (spanMs * 1e6)) * 100);
+  const shown = round3(value);
+  return {
+    metric: "cpu.usage_ns",
+    value: shown,
+    errorPercent,
+    sizedPercent: round3(Math.max(0, shown - errorPercent)),
+    windowMs: round3(spanMs),
+    stepMs: round3(windows.stepNs / 1e6),
+    windows: windows.windows,
+    readings: windows.readings,
+    peakAtMs: windows.max.atMs,
   };
 }
 
@@ -298,8 +529,13 @@ function number(flag: string, text: string, range: { min: number; max: number; a
 
 /** The sizing flags' help, shared by `cpost run`, `cpost size` and `cpost replay`. */
 export const POLICY_ARGS = {
-  policy: { type: "string", description: "sizing policy: cpost (default: cpu = ceil(max cpu%/100), memory = ceil((max MB + 100)/256)*256), percentile (cpu = ceil(p95 cpu%/100), memory = ceil(max MB * 1.15/256)*256), or p<N>[+<H>%]", valueHint: "cpost" },
-  "cpu-percentile": { type: "string", description: "percentile policy: the cpu.percent percentile sized on (default 95)", valueHint: "95" },
+  policy: {
+    type: "string",
+    description:
+      "sizing policy: cpost (default: cpu = ceil((max cpu% - error)/100), memory = ceil((max MB + 100)/256)*256), percentile (cpu = ceil((p95 cpu% - error)/100), memory = ceil(max MB * 1.15/256)*256), or p<N>[+<H>%]; cpu% over 1 s windows of the usage counter less its measured error, MB the working set's peak (docs/sizing.md)",
+    valueHint: "cpost",
+  },
+  "cpu-percentile": { type: "string", description: "percentile policy: the percentile of the 1 s CPU windows sized on (default 95)", valueHint: "95" },
   "memory-headroom": { type: "string", description: "percentile policy: headroom on the memory peak (default 15%)", valueHint: "15%" },
   "min-cpu": { type: "string", description: "smallest cpu request (default 1)", valueHint: "1" },
   "cpu-step": { type: "string", description: "cpu requests are multiples of this: 1 (default), 0.1 or 100m for millicores", valueHint: "1" },

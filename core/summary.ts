@@ -11,12 +11,15 @@
  * The CSV sink writes exactly these rows, so the table's averages and maxima
  * can be recomputed from the CSV.
  */
-import { defineSizingSeries, type SizingPolicy, type SizingSeries } from "./sizing.ts";
+import { defineSizingSeries, type SizingHost, type SizingPolicy, type SizingReading, type SizingSeries } from "./sizing.ts";
 import type { MetricColumn, MetricStats, OperatorResult, OperatorSummary, SampleBatch } from "./types.ts";
 
 /** Column keys of CPOST's two figures. */
 export const CPU_KEY = "cpu.percent";
 export const MEMORY_KEY = "memory.usage_bytes";
+/** Columns sizing reads besides those two. */
+const USAGE_KEY = "cpu.usage_ns";
+const WORKING_SET_KEY = "memory.working_set_bytes";
 
 /**
  * A row value as the original printed it (Python's repr of a float): "0.0"
@@ -107,13 +110,16 @@ export class SummaryBuilder {
   private slots: Accumulator[] = [];
   private cpuSlot = -1;
   private memorySlot = -1;
+  /** Slots sizing reads in the current series: usage_ns, cpu.percent, memory usage, working set (-1: absent). */
+  private sizingSlots = [-1, -1, -1, -1];
+  private readonly reading: SizingReading = { timestampMs: 0, usageNs: NaN, cpuPercent: NaN, memoryBytes: NaN, workingSetBytes: NaN };
   private samples = 0;
   private cpu = { count: 0, sum: 0, max: 0 };
   private memory = { count: 0, sum: 0, max: 0 };
   private readonly onRow: RowEmitter;
 
-  constructor(readonly operator: string, options: { policy?: SizingPolicy } = {}) {
-    const sizing = (this.sizing = defineSizingSeries(options.policy));
+  constructor(readonly operator: string, options: { policy?: SizingPolicy; host?: SizingHost } = {}) {
+    this.sizing = defineSizingSeries(options.policy, options.host);
     this.onRow = (ms, row) => {
       const cpu = this.cpuSlot < 0 ? NaN : row[this.cpuSlot]!;
       const memoryMb = this.memorySlot < 0 ? NaN : row[this.memorySlot]! / 1e6;
@@ -127,7 +133,6 @@ export class SummaryBuilder {
         this.memory.sum += memoryMb;
         if (memoryMb > this.memory.max) this.memory.max = memoryMb;
       }
-      sizing.row(ms, cpu, memoryMb);
     };
   }
 
@@ -138,7 +143,17 @@ export class SummaryBuilder {
     const width = batch.columns.length;
     const slots = this.slots;
     const values = batch.values;
+    const [usage, cpu, memory, workingSet] = this.sizingSlots as [number, number, number, number];
+    const reading = this.reading;
+    const at = (base: number, slot: number) => (slot < 0 ? NaN : values[base + slot]!);
     for (let r = 0; r < batch.rows; r++) {
+      const base = r * width;
+      reading.timestampMs = batch.timestampMs[r]!;
+      reading.usageNs = at(base, usage);
+      reading.cpuPercent = at(base, cpu);
+      reading.memoryBytes = at(base, memory);
+      reading.workingSetBytes = at(base, workingSet);
+      this.sizing.reading(reading);
       for (let c = 0; c < width; c++) {
         const x = values[r * width + c]!;
         if (x !== x) continue;
@@ -184,6 +199,8 @@ export class SummaryBuilder {
     });
     this.cpuSlot = columns.findIndex((c) => c.key === CPU_KEY);
     this.memorySlot = columns.findIndex((c) => c.key === MEMORY_KEY);
+    this.sizingSlots = [USAGE_KEY, CPU_KEY, MEMORY_KEY, WORKING_SET_KEY].map((key) => columns.findIndex((c) => c.key === key));
+    this.sizing.startSeries();
   }
 }
 

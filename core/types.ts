@@ -251,25 +251,44 @@ export interface SizingEvidence {
   /** The formulas applied, with the policy's numbers filled in. */
   rule: string;
   cpu: {
+    /** cpu.usage_ns (one-second windows of the counter), or cpu.percent where no counter was recorded. */
     metric: string;
-    /** "max" or "p<N>" of the rows. */
+    /** "max" or "p<N>" of the windows. */
     statistic: string;
-    /** The figure sized on, percent (100 = one core). */
+    /** The measured figure, percent (100 = one core). */
     value: number;
-    /** Rows the statistic was taken over. */
+    /** How far the counter's granularity lets `value` be off, ± percent. */
+    errorPercent: number;
+    /** What the rule is applied to: value − error, never below 0. */
+    sizedPercent: number;
+    /** Span of the window the figure comes from, ms (1000, or a shorter operator's whole life; 0 for cpu.percent). */
+    windowMs: number;
+    /** The usage counter's step: a scheduler tick or an upper bound of it (90th percentile of its changes, at most 10 ms), ms. */
+    stepMs?: number;
+    /** Windows the statistic was taken over. */
+    windows: number;
+    /** Readings with a CPU figure. */
     rows: number;
-    /** Epoch ms of the row holding the maximum. */
+    /** Epoch ms of the end of the window holding the maximum. */
     peakAtMs?: number;
+    /** The largest short-window cpu.percent (the table's CPU maximum), for comparison. */
+    shortWindowMaxPercent?: number;
   };
   memory: {
+    /** memory.working_set_bytes (usage less inactive page cache), or memory.usage_bytes where that was not recorded. */
     metric: string;
     statistic: string;
     /** The figure sized on, MB (bytes / 1e6). */
     valueMb: number;
+    /** Readings with a memory figure. */
     rows: number;
     peakAtMs?: number;
     headroomPct: number;
     bufferMb: number;
+    /** The peak of memory.usage_bytes (page cache included), MB. */
+    usagePeakMb?: number;
+    /** Page cache left out of the need, MB, where counting it would have asked for more. */
+    pageCacheMb?: number;
   };
   /** The memory figure is below what the operator needed (OOM killed), or its CPU was capped (throttled). */
   lowerBound?: { memory: boolean; cpu: boolean };

@@ -10,8 +10,11 @@
  * Options: `--table-samples all` also prints every row (the CSV's first three
  * columns) before each summary, as the original did without --metrics_dir;
  * `--table-rows cpost` keeps to CPU and Memory, the original's two rows.
+ * Otherwise "CPU sizing" and "Memory sizing" rows show the figures the
+ * Resource column rests on, where they differ from the raw maxima.
  */
-import type { OperatorResult, Sink, SinkFactory, SinkOptions } from "../core/types.ts";
+import { CPU_WINDOW_MS } from "../core/sizing.ts";
+import type { OperatorResult, OperatorSummary, Sink, SinkFactory, SinkOptions } from "../core/types.ts";
 import { defineExtras, defineSampleRows, f3, type Row } from "./table-extras.ts";
 
 const HEADERS: Row = ["Metric", "Average", "Maximum", "Resource"];
@@ -69,13 +72,28 @@ function stacked(name: string, rows: Row[], width: number): string[] {
   return [...chunks(name, Math.max(8, width)), ...rows.flatMap((r) => [`  ${r[0]}`, ...HEADERS.slice(1).flatMap((h, i) => (r[i + 1] ? [`    ${h.padEnd(9)}${r[i + 1]}`] : []))])];
 }
 
+/**
+ * The figures the Resource column was sized on, beside the raw CPU and
+ * Memory rows where they differ: CPU over one-second windows with its error
+ * bound, memory as the working set (docs/sizing.md).
+ */
+function sizingRows(summary: OperatorSummary): { cpu: Row[]; memory: Row[] } {
+  const ev = summary.recommendation.evidence;
+  if (!ev || summary.samples === 0) return { cpu: [], memory: [] };
+  const window = ev.cpu.windowMs >= CPU_WINDOW_MS ? "1 s" : "whole run";
+  const cpu: Row[] = ev.cpu.metric === "cpu.usage_ns" ? [["CPU sizing", "", `${f3(ev.cpu.value)} % ± ${f3(ev.cpu.errorPercent)}`, `${ev.cpu.statistic} over ${window}`]] : [];
+  const memory: Row[] = ev.memory.metric === "memory.working_set_bytes" ? [["Memory sizing", "", `${f3(ev.memory.valueMb)} MB`, "working set"]] : [];
+  return { cpu, memory };
+}
+
 const table = (options: SinkOptions): Sink => {
   const out = options.out ?? process.stdout;
   const color = out.isTTY === true && !process.env.NO_COLOR;
   const width = out.isTTY ? out.columns : undefined;
   const paint: Paint = (padded, column, text) => {
     if (!color || text === "") return padded;
-    const code = column === -1 && text.startsWith("(") ? "31" : column === 3 ? "1" : "";
+    // Bold the requests and totals; the sizing rows' notes on what they rest on stay plain.
+    const code = column === -1 && text.startsWith("(") ? "31" : column === 3 && /^\w+: /.test(text) ? "1" : "";
     return code ? padded.replace(text, `\x1b[${code}m${text}\x1b[0m`) : padded;
   };
   const fits = (lines: string[]) => width === undefined || lines.every((l) => l.length <= width);
@@ -97,9 +115,12 @@ const table = (options: SinkOptions): Sink => {
     },
     operatorDone(result, summary) {
       const rec = summary.recommendation;
+      const sized = cpostRows ? { cpu: [], memory: [] } : sizingRows(summary);
       const rows: Row[] = [
         ["CPU", `${f3(summary.cpuPercent.mean)} %`, `${f3(summary.cpuPercent.max)} %`, `cpu: ${rec.cpu}`],
+        ...sized.cpu,
         ["Memory", `${f3(summary.memoryMb.mean)} MB`, `${f3(summary.memoryMb.max)} MB`, `memory: ${rec.memory}`],
+        ...sized.memory,
         ...(cpostRows ? [] : extras.rows(summary)),
       ];
       extras = defineExtras();

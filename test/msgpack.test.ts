@@ -152,7 +152,7 @@ describe("msgpack sink and reader", () => {
     expect(replay.code).toBe(0);
     expect(replay.stderr).toContain(`warning: ${file} ends before the run did`);
     expect(replay.stdout).toMatch(/^\| crashing +\| CPU +\|/m);
-    expect(replay.stdout).toMatch(/^\| \(Interrupted\) \| Memory +\|/m);
+    expect(replay.stdout).toMatch(/^\| \(Interrupted\) \| CPU sizing +\|/m);
   });
 
   test("`cpost replay` prints the same table and writes the same CSVs as the live run", async () => {

@@ -97,7 +97,7 @@ describe("live run and replay", () => {
       for (const file of csvs) expect(readFileSync(join(again, file), "utf8")).toBe(readFileSync(join(live, file), "utf8"));
       const tables = (text: string) => text.split(/(?<=\n)/).filter((l) => !/^(Results are stored in|Run recorded in) /.test(l)).join("");
       expect(tables(replay.stdout)).toBe(tables(run.stdout));
-      expect(tables(run.stdout)).toContain("| segment    | CPU        |");
+      expect(tables(run.stdout)).toContain("| segment    | CPU           |");
 
       // The single executable loads the sinks lazily as well.
       const binary = await runProcess([await compiledBinary(), "replay", recording, "--sinks", "table"], { cwd: "/tmp" });

@@ -35,8 +35,11 @@ function scaledRun(factor: number): Recording {
   const run = loadFixtureRun("oom-killed");
   for (const batch of run.operators.find((op) => op.operator?.name === "steady")!.batches) {
     const width = batch.columns.length;
-    const memory = batch.columns.findIndex((c) => c.key === "memory.usage_bytes");
-    for (let r = 0; r < batch.rows; r++) batch.values[r * width + memory]! *= factor;
+    // Usage and working set alike: the need grows with them.
+    for (const key of ["memory.usage_bytes", "memory.working_set_bytes"]) {
+      const memory = batch.columns.findIndex((c) => c.key === key);
+      for (let r = 0; r < batch.rows; r++) batch.values[r * width + memory]! *= factor;
+    }
   }
   return run;
 }
@@ -44,7 +47,7 @@ function scaledRun(factor: number): Recording {
 interface OracleOperator {
   cpu: number;
   memory: number;
-  evidence: { cpu: { statistic: string; value: number; rows: number }; memory: { valueMb: number; rows: number } };
+  evidence: { cpu: { statistic: string; value: number; errorPercent: number; windowMs: number; rows: number }; memory: { valueMb: number; rows: number } };
 }
 const oracle = JSON.parse(readFileSync(join(RUNS_DIR, "oom-killed", "expected", "sizing.json"), "utf8")) as { policies: Array<{ flags: Record<string, string>; operators: Record<string, OracleOperator> }> };
 const PIPELINE = readFileSync(join(RUNS_DIR, "oom-killed", "pipeline.yaml"), "utf8");
@@ -60,13 +63,15 @@ describe("cpost size from recordings", () => {
     const want = oracle.policies[0]!.operators;
     const line = (name: string, tail = "") => {
       const { cpu, memory, evidence } = want[name]!;
-      return `  ${name.padEnd(7)}  cpu: ${cpu}, memory: ${memory}   from max CPU ${evidence.cpu.value.toFixed(3)} % and max memory ${evidence.memory.valueMb.toFixed(3)} MB over ${evidence.memory.rows} rows${tail}`;
+      // These operators lived under a second: each one's window is its whole run.
+      const window = `${(evidence.cpu.windowMs / 1000).toFixed(3)} s (its whole run)`;
+      return `  ${name.padEnd(7)}  cpu: ${cpu}, memory: ${memory}   from max ${window} CPU ${evidence.cpu.value.toFixed(3)} % ± ${evidence.cpu.errorPercent.toFixed(3)} and max working set ${evidence.memory.valueMb.toFixed(3)} MB over ${evidence.memory.rows} readings${tail}`;
     };
     const throttled = readRecording(recording).operators[3]!.summary!.recommendation.evidence!.throttled!;
     expect(run.stdout).toBe(
       [
         "",
-        "Recommended requests (policy cpost: cpu = max(1, ceil(max cpu% / 100)); memory = max(256, ceil((max MB + 100) / 256) * 256))",
+        "Recommended requests (policy cpost: cpu = max(1, ceil((max 1 s cpu% - error) / 100)); memory = max(256, ceil((max working set MB + 100) / 256) * 256))",
         line("steady"),
         line("hog", "  [LOWER BOUND: OOM killed]  (failed, exit code 137)"),
         "           - lower bound: OOM killed under a memory limit of 96 MB; retry with more (--retry-oom doubles it: next 192 MB)",
@@ -126,7 +131,8 @@ describe("cpost size from recordings", () => {
     expect(observer.runs).toBe(2);
     expect(steady.peaks.map((p) => p.run)).toEqual([1, 2]);
     const [low, high] = steady.peaks.map((p) => p.memoryMaxMb) as [number, number];
-    expect(high).toBeCloseTo(low * 10, 6);
+    // Peaks are kept to three decimals of MB, so ten times the smaller one is off by up to 0.005.
+    expect(Math.abs(high - low * 10)).toBeLessThanOrEqual(0.005);
     // From the union: the larger run's peak decides.
     expect(steady.summary.recommendation.memory).toBe(recommend({ cpuPercent: 0, memoryMb: round3(high), samples: 1 }).memory);
     expect(steady.summary.recommendation.memory).toBeGreaterThan(oracle.policies[0]!.operators.steady!.memory);
@@ -149,8 +155,8 @@ describe("cpost size from recordings", () => {
     const want = oracle.policies.find((p) => p.flags.policy === "percentile" && p.flags.cpuPercentile === undefined)!.operators;
     const size = await cpostSource(["size", join(RUNS_DIR, "oom-killed", "pipeline.yaml"), "--from", recording, "--policy", "percentile"]);
     expect(size.code).toBe(0);
-    expect(size.stdout).toContain("Recommended requests (policy p95+15%: cpu = max(1, ceil(p95 cpu% / 100)); memory = max(256, ceil(max MB * 1.15 / 256) * 256))");
-    expect(size.stdout).toContain(`  steady   cpu: ${want.steady!.cpu}, memory: ${want.steady!.memory}   from p95 CPU ${want.steady!.evidence.cpu.value.toFixed(3)} %`);
+    expect(size.stdout).toContain("Recommended requests (policy p95+15%: cpu = max(1, ceil((p95 1 s cpu% - error) / 100)); memory = max(256, ceil(max working set MB * 1.15 / 256) * 256))");
+    expect(size.stdout).toContain(`  steady   cpu: ${want.steady!.cpu}, memory: ${want.steady!.memory}   from p95 0.520 s (its whole run) CPU ${want.steady!.evidence.cpu.value.toFixed(3)} % ± ${want.steady!.evidence.cpu.errorPercent.toFixed(3)}`);
     const replay = await cpostSource(["replay", recording, "--sinks", "table", "--cpu-percentile", "95", "--memory-headroom", "15%"]);
     expect(replay.code).toBe(0);
     for (const [name, op] of Object.entries(want)) {
@@ -191,8 +197,9 @@ describe("cpost size from recordings", () => {
     for (const command of ["size", "run"]) {
       const help = await cpostSource([command, "--help"]);
       expect(help.code).toBe(0);
-      expect(help.stdout).toContain("cpu = ceil(max cpu%/100), memory = ceil((max MB + 100)/256)*256");
-      expect(help.stdout).toContain("cpu = ceil(p95 cpu%/100), memory = ceil(max MB * 1.15/256)*256");
+      expect(help.stdout).toContain("cpu = ceil((max cpu% - error)/100), memory = ceil((max MB + 100)/256)*256");
+      expect(help.stdout).toContain("cpu = ceil((p95 cpu% - error)/100), memory = ceil(max MB * 1.15/256)*256");
+      expect(help.stdout).toMatch(/cpu% over 1 s windows of the usage counter less its measured\s+error, MB the working set's peak/);
       expect(help.stdout).toContain("--retry-oom");
     }
   });
@@ -228,16 +235,16 @@ describe("cpost run --repeat (live)", () => {
       const recorded = readRecording(join(dir, `rec-run-${n}.msgpack`));
       expect(recorded.complete).toBe(true);
       const touch = recorded.operators[0]!.summary!;
-      // 24 MiB touched: the recorded evidence has the peak, when it was, and over how many rows.
+      // 24 MiB touched: the recorded evidence has the peak, when it was, and over how many readings.
       expect(touch.recommendation.evidence!.memory.valueMb).toBeGreaterThan(24 * 1.048576);
       expect(touch.recommendation.evidence!.memory.peakAtMs).toBeGreaterThan(recorded.run.startedAtMs);
-      expect(touch.recommendation.evidence!.memory.rows).toBe(touch.samples - 1);
+      expect(touch.recommendation.evidence!.memory.rows).toBe(touch.samples);
     }
     expect(existsSync(join(dir, "rec.msgpack"))).toBe(false);
     expect(run.stdout).toContain("Peaks over 2 runs\n+");
     expect(run.stdout).toMatch(/\| touch +\| CPU +\|/);
     expect(run.stdout).toMatch(/\| \(2 of 2 runs\) +\| Memory +\| 2\d\.\d{3} MB/);
-    expect(run.stdout).toMatch(/\n {2}touch {2}cpu: 1, memory: 256 {3}from max CPU [\d.]+ % and max memory 2\d\.\d{3} MB over \d+ rows\n/);
+    expect(run.stdout).toMatch(/\n {2}touch {2}cpu: 1, memory: 256 {3}from max [\d.]+ s \(its whole run\) CPU [\d.]+ % ± [\d.]+ and max working set 2\d\.\d{3} MB over \d+ readings\n/);
   }, 60_000);
 });
 

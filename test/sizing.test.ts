@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { readRecording, replayInto, type Recording } from "../core/recording.ts";
 import { CPOST_POLICY, parseSizingPolicy, percentile, PERCENTILE_POLICY, policyFromFlags, policyRule, recommend, type PolicyFlags, type SizingPolicy } from "../core/sizing.ts";
 import { SummaryBuilder } from "../core/summary.ts";
-import type { MetricColumn, OperatorResult, OperatorSummary, Recommendation, SampleBatch, Sink } from "../core/types.ts";
+import type { MetricColumn, OperatorResult, OperatorSummary, Recommendation, SampleBatch, Sink, SizingEvidence } from "../core/types.ts";
 import msgpack from "../plugins/msgpack.ts";
 import { loadFixtureRun, RUNS_DIR } from "./fixtures/runs/fixture-run.ts";
 import { contractBatches } from "./sinks-contract.ts";
@@ -35,7 +35,9 @@ interface OracleOperator {
   memory: number;
   gpu?: number;
   lowerBound?: { memory: boolean; cpu: boolean };
-  evidence: { cpu: { statistic: string; value: number; rows: number; peakAtMs?: number }; memory: { valueMb: number; rows: number; peakAtMs?: number } };
+  /** Which notes the oracle expects: "host" (used every CPU of the host), "page cache" (left out of the need). */
+  notes: string[];
+  evidence: { cpu: SizingEvidence["cpu"]; memory: SizingEvidence["memory"] };
 }
 const oracle = (fixture: string) =>
   JSON.parse(readFileSync(join(RUNS_DIR, fixture, "expected", "sizing.json"), "utf8")) as { policies: Array<{ flags: PolicyFlags; params: SizingPolicy; operators: Record<string, OracleOperator> }> };
@@ -119,9 +121,9 @@ describe("CPOST's rule", () => {
       { minCpu: "-1" },
     ];
     for (const flags of bad) expect(() => policyFromFlags(flags)).toThrow(expect.objectContaining({ code: "usage" }));
-    expect(policyRule(CPOST_POLICY)).toBe("cpu = max(1, ceil(max cpu% / 100)); memory = max(256, ceil((max MB + 100) / 256) * 256)");
-    expect(policyRule(PERCENTILE_POLICY)).toBe("cpu = max(1, ceil(p95 cpu% / 100)); memory = max(256, ceil(max MB * 1.15 / 256) * 256)");
-    expect(policyRule({ ...PERCENTILE_POLICY, cpuStep: 0.1, minCpu: 0.5 })).toBe("cpu = max(0.5, ceil(p95 cpu% / 100 / 0.1) * 0.1); memory = max(256, ceil(max MB * 1.15 / 256) * 256)");
+    expect(policyRule(CPOST_POLICY)).toBe("cpu = max(1, ceil((max 1 s cpu% - error) / 100)); memory = max(256, ceil((max working set MB + 100) / 256) * 256)");
+    expect(policyRule(PERCENTILE_POLICY)).toBe("cpu = max(1, ceil((p95 1 s cpu% - error) / 100)); memory = max(256, ceil(max working set MB * 1.15 / 256) * 256)");
+    expect(policyRule({ ...PERCENTILE_POLICY, cpuStep: 0.1, minCpu: 0.5 })).toBe("cpu = max(0.5, ceil((p95 1 s cpu% - error) / 100 / 0.1) * 0.1); memory = max(256, ceil(max working set MB * 1.15 / 256) * 256)");
   });
 });
 
@@ -162,7 +164,7 @@ describe("SummaryBuilder", () => {
         notes: ["no samples: minimum request"],
         evidence: {
           rule: policyRule(CPOST_POLICY),
-          cpu: { metric: "cpu.percent", statistic: "max", value: 0, rows: 0 },
+          cpu: { metric: "cpu.percent", statistic: "max", value: 0, errorPercent: 0, sizedPercent: 0, windowMs: 0, windows: 0, rows: 0 },
           memory: { metric: "memory.usage_bytes", statistic: "max", valueMb: 0, rows: 0, headroomPct: 0, bufferMb: 100 },
         },
       },
@@ -186,10 +188,10 @@ describe("SummaryBuilder", () => {
     expect(once.cpuPercent.max).toBe(249);
   });
 
-  test("a percentile policy sizes cpu on the p-th row and memory on the peak plus headroom", () => {
+  test("without a usage counter, a percentile policy sizes cpu on the p-th cpu.percent reading and memory on the peak plus headroom", () => {
     const col = (name: string): MetricColumn => ({ name, unit: "percent", kind: "gauge", key: name, collector: "t" });
     const columns = [col("cpu.percent"), col("memory.usage_bytes")];
-    // 101 readings: rows 1..100 have cpu = 10 * row; memory rises 2.5 MB per reading, so the rows' peak is 248.75 MB.
+    // 101 readings: readings 1..100 have cpu = 10 * i; memory rises 2.5 MB per reading to a peak of 250 MB.
     const values = new Float64Array(101 * 2);
     for (let i = 0; i < 101; i++) values.set([i === 0 ? NaN : 10 * i, i * 2.5e6], i * 2);
     const times = Float64Array.from({ length: 101 }, (_, i) => 1000 + i);
@@ -199,18 +201,18 @@ describe("SummaryBuilder", () => {
       builder.add(batch);
       return builder.build(result()).recommendation;
     };
-    // cpost: 1000 % -> 10 cores; 248.75 + 100 MB -> 512.
+    // cpost: 1000 % -> 10 cores; 250 + 100 MB -> 512.
     expect(sized("cpost")).toMatchObject({ cpu: 10, memory: 512, policy: "cpost" });
-    // p90: the 90th of 100 rows, 900 % -> 9 cores; 248.75 MB without headroom -> 256.
+    // p90: the 90th of 100 readings, 900 % -> 9 cores; 250 MB without headroom -> 256.
     expect(sized("p90")).toMatchObject({ cpu: 9, memory: 256, policy: "p90" });
-    // +20 % grows memory only: 298.5 MB -> 512; cpu stays 9.
+    // +20 % grows memory only: 300 MB -> 512; cpu stays 9.
     const withHeadroom = sized("p90+20%");
     expect(withHeadroom).toMatchObject({ cpu: 9, memory: 512, policy: "p90+20%", notes: ["cpu from p90, memory from the peak + 20% headroom"] });
-    // The evidence: which statistic over how many rows, and when the peaks were (row times are the mean of their two readings).
+    // The evidence: which statistic over how many readings, and when the peaks were; no counter, so no error bound.
     expect(withHeadroom.evidence).toEqual({
-      rule: "cpu = max(1, ceil(p90 cpu% / 100)); memory = max(256, ceil(max MB * 1.2 / 256) * 256)",
-      cpu: { metric: "cpu.percent", statistic: "p90", value: 900, rows: 100, peakAtMs: 1099.5 },
-      memory: { metric: "memory.usage_bytes", statistic: "max", valueMb: 248.75, rows: 100, peakAtMs: 1099.5, headroomPct: 20, bufferMb: 0 },
+      rule: "cpu = max(1, ceil((p90 1 s cpu% - error) / 100)); memory = max(256, ceil(max working set MB * 1.2 / 256) * 256)",
+      cpu: { metric: "cpu.percent", statistic: "p90", value: 900, errorPercent: 0, sizedPercent: 900, windowMs: 0, windows: 100, rows: 100, peakAtMs: 1100 },
+      memory: { metric: "memory.usage_bytes", statistic: "max", valueMb: 250, rows: 101, peakAtMs: 1100, headroomPct: 20, bufferMb: 0 },
     });
   });
 
@@ -225,8 +227,10 @@ describe("SummaryBuilder", () => {
           const rec = got[name]!;
           const where = `${fixture} ${JSON.stringify(flags)} ${name}`;
           expect({ where, cpu: rec.cpu, memory: rec.memory, gpu: rec.gpu, lowerBound: rec.evidence?.lowerBound }).toEqual({ where, cpu: want.cpu, memory: want.memory, gpu: want.gpu, lowerBound: want.lowerBound });
-          expect(rec.evidence?.cpu).toEqual({ metric: "cpu.percent", ...want.evidence.cpu });
-          expect(rec.evidence?.memory).toEqual({ metric: "memory.usage_bytes", statistic: "max", ...want.evidence.memory, headroomPct: params.memoryHeadroomPct, bufferMb: params.memoryBufferMb });
+          expect({ where, ...rec.evidence?.cpu }).toEqual({ where, ...want.evidence.cpu });
+          expect({ where, ...rec.evidence?.memory }).toEqual({ where, ...want.evidence.memory });
+          const noted = { host: rec.notes.some((n) => n.startsWith("used all")), "page cache": rec.notes.some((n) => n.startsWith("page cache")) };
+          expect({ where, noted }).toEqual({ where, noted: { host: want.notes.includes("host"), "page cache": want.notes.includes("page cache") } });
         }
       }
     }
@@ -262,6 +266,97 @@ describe("SummaryBuilder", () => {
     for (const [name, want] of Object.entries(percentileOracle.operators)) {
       expect({ name, cpu: resized[name]!.cpu, memory: resized[name]!.memory, statistic: resized[name]!.evidence!.cpu.statistic }).toEqual({ name, cpu: want.cpu, memory: want.memory, statistic: "p95" });
     }
+  });
+
+  /** Readings every `intervalMs` for `seconds` of a counter that advances `cores` × 4 ms at each 4 ms tick (HZ=250), phase shifted. */
+  function tickedBatch(options: { intervalMs: number; seconds: number; cores: number; phaseMs?: number; columns?: MetricColumn[] }): SampleBatch {
+    const columns = options.columns ?? [counterColumn("cpu.usage_ns"), gaugeColumn("memory.usage_bytes")];
+    const rows = Math.floor((options.seconds * 1000) / options.intervalMs) + 1;
+    const values = new Float64Array(rows * columns.length).fill(NaN);
+    const times = new Float64Array(rows);
+    for (let i = 0; i < rows; i++) {
+      const t = 1_000_000 + i * options.intervalMs;
+      times[i] = t;
+      const ticks = Math.floor((i * options.intervalMs + (options.phaseMs ?? 0)) / 4);
+      values[i * columns.length] = ticks * 4e6 * options.cores;
+      values[i * columns.length + 1] = 5e6;
+    }
+    return { operator: "op", containerId: "c", columns, rows, timestampMs: times, monotonicMs: times, values };
+  }
+  const counterColumn = (name: string): MetricColumn => ({ name, unit: "ns", kind: "counter", key: name, collector: "t" });
+  const gaugeColumn = (name: string): MetricColumn => ({ name, unit: "bytes", kind: "gauge", key: name, collector: "t" });
+  const sizedOn = (batches: SampleBatch[], policy?: SizingPolicy, cpus?: number) => {
+    const builder = new SummaryBuilder("op", { policy, host: { cpus } });
+    for (const b of batches) builder.add(b);
+    return builder.build(result()).recommendation;
+  };
+
+  test("one busy thread through a 4 ms tick: one core at 1 ms and 10 ms readings, whatever the tick's phase; the step found is the tick (1 ms) or the 10 ms cap", () => {
+    for (const phaseMs of [0, 0.5, 1.5, 3.9]) {
+      const fine = sizedOn([tickedBatch({ intervalMs: 1, seconds: 3, cores: 1, phaseMs })]);
+      expect(fine.cpu).toBe(1);
+      expect(fine.evidence!.cpu).toMatchObject({ metric: "cpu.usage_ns", stepMs: 4, errorPercent: 0.4, windowMs: 1000 });
+      // The window's figure is off from 100 % by at most its error.
+      expect(Math.abs(fine.evidence!.cpu.value - 100)).toBeLessThanOrEqual(0.4);
+      // Readings 10 ms apart see 8 or 12 ms of counter at a time: above the longest tick, so the cap stands.
+      const coarse = sizedOn([tickedBatch({ intervalMs: 10, seconds: 3, cores: 1, phaseMs })]);
+      expect(coarse.cpu).toBe(1);
+      expect(coarse.evidence!.cpu).toMatchObject({ stepMs: 10, errorPercent: 1 });
+    }
+    // The old rule on the same counter's 100 ms windows would have read 104 % (one tick over 100 ms) and asked for two.
+    expect(recommend({ cpuPercent: 104, memoryMb: 5, samples: 1 }).cpu).toBe(2);
+  });
+
+  test("use beyond the error is real: 1.05 cores ask for two; two and three busy cores ask for two and three", () => {
+    expect(sizedOn([tickedBatch({ intervalMs: 1, seconds: 3, cores: 1.05 })]).cpu).toBe(2);
+    const two = sizedOn([tickedBatch({ intervalMs: 1, seconds: 3, cores: 2 })]);
+    expect(two.cpu).toBe(2);
+    // two cores, each up to one tick behind at each end
+    expect(two.evidence!.cpu.errorPercent).toBe(((2 * 8) / 1000) * 100);
+    expect(sizedOn([tickedBatch({ intervalMs: 1, seconds: 3, cores: 3 })]).cpu).toBe(3);
+  });
+
+  test("an operator that used every CPU of the host may want more: said in a note, recommended what it used", () => {
+    const rec = sizedOn([tickedBatch({ intervalMs: 10, seconds: 3, cores: 2 })], undefined, 2);
+    expect(rec.cpu).toBe(2);
+    expect(rec.notes).toEqual(["used all 2 CPUs of this host (200.000 % over 1.000 s): it may use more where there are more; size on a larger host to know"]);
+    expect(sizedOn([tickedBatch({ intervalMs: 10, seconds: 3, cores: 2 })], undefined, 8).notes).toEqual([]);
+  });
+
+  test("an operator shorter than a second is one window over its life; windows never span two containers", () => {
+    // 150 ms of one core, read every 10 ms: 16 readings, one window of 150 ms.
+    const short = sizedOn([tickedBatch({ intervalMs: 10, seconds: 0.15, cores: 1 })]);
+    expect(short.evidence!.cpu).toMatchObject({ windowMs: 150, windows: 1 });
+    expect(short.cpu).toBe(1);
+    // Two containers of one operator (a retry): an idle one, then a busy one restarting its counter at 0.
+    // Across the boundary a window would see the counter fall; each series is windowed on its own.
+    const idle = tickedBatch({ intervalMs: 10, seconds: 2, cores: 0 });
+    const busy = tickedBatch({ intervalMs: 10, seconds: 2, cores: 1, columns: [counterColumn("cpu.usage_ns"), gaugeColumn("memory.usage_bytes")] });
+    busy.timestampMs = busy.timestampMs.map((t) => t + 2010);
+    const both = sizedOn([idle, busy]);
+    expect(both.cpu).toBe(1);
+    expect(both.evidence!.cpu.windows).toBe(2 * (201 - 100));
+    expect(Math.abs(both.evidence!.cpu.value - 100)).toBeLessThanOrEqual(both.evidence!.cpu.errorPercent);
+  });
+
+  test("memory is the working set: page cache written once is left out and said so; between working-set readings, usage less the last page cache", () => {
+    const columns = [gaugeColumn("memory.usage_bytes"), gaugeColumn("memory.working_set_bytes")];
+    // usage 432 MB of which 419 MB page cache, the working set read every 10th reading; one reading between
+    // two working-set readings has 300 MB more anonymous memory: that spike is need.
+    const rows = 100;
+    const values = new Float64Array(rows * 2);
+    for (let i = 0; i < rows; i++) values.set([432e6 + (i === 55 ? 300e6 : 0), i % 10 === 0 ? 13e6 : NaN], i * 2);
+    const times = Float64Array.from({ length: rows }, (_, i) => 5000 + i);
+    const batch: SampleBatch = { operator: "op", containerId: "c", columns, rows, timestampMs: times, monotonicMs: times, values };
+    const rec = sizedOn([batch]);
+    expect(rec.evidence!.memory).toMatchObject({ metric: "memory.working_set_bytes", valueMb: 313, peakAtMs: 5055, usagePeakMb: 732 });
+    expect(rec.memory).toBe(512);
+    // Without the spike: 13 MB of need, and the 419 MB of cache named.
+    values[55 * 2] = 432e6;
+    const plain = sizedOn([{ ...batch, values }]);
+    expect(plain.memory).toBe(256);
+    expect(plain.evidence!.memory).toMatchObject({ valueMb: 13, usagePeakMb: 432, pageCacheMb: 419 });
+    expect(plain.notes).toEqual(["page cache 419.000 MB not counted as need: usage peaked at 432.000 MB, the working set at 13.000 MB (the kernel reclaims such cache before an OOM kill)"]);
   });
 
   test("GPUs used: devices where the operator's own processes held memory", () => {

@@ -27,9 +27,11 @@ describe("table sink", () => {
     const text = await draw("classic");
     expect(text).toBe(expected("classic", "table.txt"));
     // What the README shows a user, line for line in shape.
-    expect(text).toContain("_______________Operator dicom-reader Summary________________\n+--------+------------+------------+-------------+\n| Metric |  Average   |  Maximum   |  Resource   |");
-    expect(text).toContain("| register-volume-images-for-rendering | CPU      |");
-    expect(text).toContain("| (Non-zero exitcode)                  | Memory   |");
+    expect(text).toContain("_______________Operator dicom-reader Summary________________\n+---------------+------------+--------------------+--------------------+\n|    Metric     |  Average   |      Maximum       |      Resource      |");
+    expect(text).toContain("| register-volume-images-for-rendering | CPU           |");
+    expect(text).toContain("| (Non-zero exitcode)                  | CPU sizing    |");
+    // The figures the Resource column rests on, beside the raw maxima (docs/sizing.md).
+    expect(text).toContain("|  CPU sizing   |            | 570.161 % ± 65.352 | max over whole run |");
     expect(text).not.toContain("after-stop");
   });
 
@@ -59,7 +61,9 @@ describe("table sink", () => {
     delete process.env.NO_COLOR;
     const text = await draw("classic", { isTTY: true, columns: 200 });
     expect(text).toContain("\x1b[31m(Non-zero exitcode)\x1b[0m");
-    expect(text).toContain("\x1b[1mcpu: 11\x1b[0m");
+    expect(text).toContain("\x1b[1mcpu: 6\x1b[0m");
+    // Only requests and totals are bold, not what the sizing rows say they rest on.
+    expect(text).toContain("| max over whole run |");
     expect(text.replace(ANSI, "")).toBe(expected("classic", "table.txt"));
   });
 

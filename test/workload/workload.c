@@ -5,6 +5,10 @@
  *                                         and busy window (epoch seconds) they really got
  *   cpost-workload mem MIB SECONDS        touch MIB of anonymous memory, hold it
  *   cpost-workload io MIB FILE            O_DIRECT write then read MIB to FILE
+ *   cpost-workload cache MIB FILE SECONDS write MIB to FILE once through the page cache
+ *                                         (buffered, then fsync), then hold 1 MiB of
+ *                                         anonymous memory for SECONDS: the cache is
+ *                                         reclaimable, the need is ~1 MiB
  *   cpost-workload sleep-ms MS            sleep MS milliseconds
  */
 #define _GNU_SOURCE
@@ -88,16 +92,33 @@ static int io(long mib, const char *file) {
   return 0;
 }
 
+static int cache(long mib, const char *file, double seconds) {
+  const size_t block = 1 << 20;
+  char *buf = malloc(block);
+  if (!buf) return 3;
+  memset(buf, 0x5a, block);
+  int fd = open(file, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+  if (fd < 0) { perror("open for write"); return 4; }
+  for (long i = 0; i < mib; i++)
+    if (write(fd, buf, block) != (ssize_t)block) { perror("write"); return 5; }
+  fsync(fd);
+  close(fd);
+  struct timespec ts = {(time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9)};
+  nanosleep(&ts, NULL);
+  return buf[block - 1] != 0x5a; /* keep buf alive */
+}
+
 int main(int argc, char **argv) {
   if (argc >= 4 && strcmp(argv[1], "cpu") == 0) return cpu(atoi(argv[2]), atof(argv[3]));
   if (argc >= 4 && strcmp(argv[1], "mem") == 0) return mem(atol(argv[2]), atof(argv[3]));
   if (argc >= 4 && strcmp(argv[1], "io") == 0) return io(atol(argv[2]), argv[3]);
+  if (argc >= 5 && strcmp(argv[1], "cache") == 0) return cache(atol(argv[2]), argv[3], atof(argv[4]));
   if (argc >= 3 && strcmp(argv[1], "sleep-ms") == 0) {
     long ms = atol(argv[2]);
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
     return 0;
   }
-  fprintf(stderr, "usage: cpost-workload cpu THREADS SECONDS | mem MIB SECONDS | io MIB FILE | sleep-ms MS\n");
+  fprintf(stderr, "usage: cpost-workload cpu THREADS SECONDS | mem MIB SECONDS | io MIB FILE | cache MIB FILE SECONDS | sleep-ms MS\n");
   return 2;
 }
