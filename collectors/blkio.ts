@@ -5,8 +5,12 @@
  * for O_DIRECT; docker stats shows nothing there either), the bytes come from
  * /proc/<pid>/io of the container's processes: a counter the cgroup files
  * leave at zero is taken from /proc, and `source` says which one it was. Read at
- * most every ~10 ms; rows in between leave the slots NaN.
+ * most every ~10 ms; rows in between leave the slots NaN. When the cgroup
+ * goes, what its processes did after their last reading (settled from their
+ * reaping, blkio-proc.ts) makes one last row; on v2 that tail is added to
+ * io.stat's last count.
  */
+import { existsSync } from "node:fs";
 import type { Collector, MetricBuffer, MetricSpec, Probe, Target } from "../core/types.ts";
 import { findContainerCgroup, resolveRoots, type CgroupRoots } from "./cgroup-paths.ts";
 import { defineProcCounters } from "./blkio-proc.ts";
@@ -84,20 +88,20 @@ export function createBlkioCollector(options: BlkioOptions = {}): Collector {
       if (!dir) return { unavailable: `no blkio controller for ${cg.relative}` };
       const bytesFile = openStatFile(cg.version === 2 ? `${dir}/io.stat` : `${dir}/blkio.throttle.io_service_bytes`, 8192);
       const opsFile = cg.version === 2 ? null : openStatFile(`${dir}/blkio.throttle.io_serviced`, 8192);
-      const procsFile = openStatFile(`${dir}/cgroup.procs`, 65536);
       if (!bytesFile) {
         closeStatFile(opsFile);
-        closeStatFile(procsFile);
         return { unavailable: `${dir} has no ${cg.version === 2 ? "io.stat" : "blkio.throttle.io_service_bytes"}` };
       }
-      const proc = procsFile ? defineProcCounters(roots.procRoot, procsFile) : null;
+      const proc = existsSync(`${dir}/cgroup.procs`) ? defineProcCounters(roots.procRoot, `${dir}/cgroup.procs`, target) : null;
       const cgroup = new Float64Array(4);
       const fromProc = new Float64Array(2);
+      const procAtCgroupRead = new Float64Array(2);
       const reported = new Float64Array(2);
       // Which source each reported counter last came from, and so the probe's `source`: early on /proc
       // can show dirtied pages io.stat has not counted yet; once the cgroup's count passes them, it is the source again.
       const reportedFromProc = [false, false];
       let lastRead = -Infinity;
+      let gone = false;
       const cgroupSource = cg.version === 2 ? `cgroup v2 ${dir}/io.stat` : `cgroup v1 ${dir}/blkio.throttle.io_service_bytes,io_serviced`;
       return {
         metrics: METRICS,
@@ -107,13 +111,18 @@ export function createBlkioCollector(options: BlkioOptions = {}): Collector {
             : cgroupSource;
         },
         read(out: MetricBuffer): boolean {
+          if (gone) return false;
           if (out.monotonicMs - lastRead < IO_MS * DUE) {
             out.values.fill(NaN, out.base, out.base + METRICS.length);
             return true;
           }
           lastRead = out.monotonicMs;
-          if (!reread(bytesFile)) return false;
-          if (cg.version === 2) sumV2(bytesFile, cgroup);
+          if (!reread(bytesFile)) {
+            // The cgroup is gone, so are its processes: what /proc's fallback settles from their
+            // reaping (what they did after their last reading) makes one last row, if it adds anything.
+            if (!proc) return false;
+            gone = true;
+          } else if (cg.version === 2) sumV2(bytesFile, cgroup);
           else {
             sumV1(bytesFile, cgroup, 0);
             // no bytes, no ops: skip the second read while the files are empty (always, on some kernels)
@@ -124,17 +133,24 @@ export function createBlkioCollector(options: BlkioOptions = {}): Collector {
           if (proc) proc.read(out.monotonicMs, fromProc);
           const values = out.values;
           const base = out.base;
+          let rose = false;
           for (let i = 0; i < 2; i++) {
             // The cgroup's count is the source wherever it has bytes; /proc is read a moment
             // later, so while I/O is in flight it runs ahead and must not win on that alone.
-            const best = proc && cgroup[i] === 0 && fromProc[i]! > 0 ? fromProc[i]! : cgroup[i]!;
+            const fromCgroup = !proc || cgroup[i]! > 0 || !(fromProc[i]! > 0);
+            // Once the cgroup is gone its last count misses what was done after that reading;
+            // /proc's final count (settled from the reaping) says how much that was.
+            const best = !fromCgroup ? fromProc[i]! : gone ? cgroup[i]! + Math.max(0, fromProc[i]! - procAtCgroupRead[i]!) : cgroup[i]!;
+            if (!gone) procAtCgroupRead[i] = proc ? fromProc[i]! : 0;
             // counters never go back: a child's bytes are briefly in neither it nor its parent while it is reaped
             if (best > reported[i]!) {
               reported[i] = best;
-              reportedFromProc[i] = best !== cgroup[i];
+              reportedFromProc[i] = !fromCgroup;
+              rose = true;
             }
             values[base + i] = reported[i]!;
           }
+          if (gone && !rose) return false;
           // ops exist only in the cgroup files: if they missed bytes /proc saw, their op counts are wrong too
           const opsTrusted = cgroup[0]! + cgroup[1]! > 0 || reported[0]! + reported[1]! === 0;
           values[base + 2] = opsTrusted ? cgroup[2]! : NaN;
@@ -144,7 +160,6 @@ export function createBlkioCollector(options: BlkioOptions = {}): Collector {
         close() {
           closeStatFile(bytesFile);
           closeStatFile(opsFile);
-          closeStatFile(procsFile);
           proc?.close();
         },
       };

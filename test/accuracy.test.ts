@@ -2,19 +2,23 @@
  * Does cpost measure what a container really used? Known work (the static C
  * workload in the test image) on the real Docker engine, sampled through the
  * real Sampler with the cgroup and blkio collectors, checked against the
- * truth and against Docker's own stats endpoint in the same test.
+ * truth and against Docker's own stats endpoint in the same test; then the
+ * same truths through `cpost run` of the compiled binary (the accuracy
+ * pipeline, test/vm/pipelines/accuracy.yaml): what a user sees in the CSV
+ * and the table, by way of the runner's pending watch.
  *
  * CPU truth: the workload reports the CPU time it got and its busy window.
  * On an idle machine that is one core per thread (100 % ± 5, 200 % ± 10);
  * on this shared 2-core machine other work may take some of it, so cpost is
  * held to what the workload got, within the same tolerances.
  */
-import { afterAll, describe, expect } from "bun:test";
+import { afterAll, beforeAll, describe, expect } from "bun:test";
 import blkio from "../collectors/blkio.ts";
 import cgroup from "../collectors/cgroup.ts";
 import { Sampler } from "../core/sampler.ts";
 import type { SampleBatch } from "../core/types.ts";
-import { dockerTest } from "./support.ts";
+import { figuresOf, IO_OPERATORS, runAccuracy, type Figures } from "./accuracy-run.ts";
+import { compiledBinary, dockerTest, hasDocker } from "./support.ts";
 import { dockerStats, readTimeNs, removeContainer, removeMine, startContainer, stdoutOf, until, waitContainer, type DockerStats } from "./test-containers.ts";
 
 afterAll(removeMine);
@@ -182,4 +186,42 @@ describe("accuracy against known work and Docker's stats", () => {
       expect(rec.sources.find((s) => s.startsWith("blkio"))).toContain("/proc/<pid>/io");
     }
   }, 90_000);
+});
+
+describe("accuracy through `cpost run` of the compiled binary (the accuracy pipeline on this host's engine)", () => {
+  let figures: Figures;
+  beforeAll(async () => {
+    if (!hasDocker) return;
+    const run = await runAccuracy(await compiledBinary());
+    if (run.exit !== 0) throw new Error(`cpost run exited ${run.exit}:\n${run.stderr}\n${run.stdout.slice(-3000)}`);
+    figures = figuresOf(run);
+    const { cpu, io } = figures;
+    console.log(
+      `binary: ${(["cpu1", "cpu2"] as const).map((op) => `${op} ${cpu[op].cpost.toFixed(1)} %, CSV ${cpu[op].csvMean.toFixed(1)} % (got ${cpu[op].truth.toFixed(1)} %)`).join(", ")}, ` +
+        `memory rise ${figures.memRiseMiB.toFixed(1)} MiB (rss ${figures.memRssMiB.toFixed(1)} MiB); ` +
+        IO_OPERATORS.map((op) => `${op} CSV ${io[op].csvReadMiB.toFixed(2)} / ${io[op].csvWriteMiB.toFixed(2)} MiB, table ${io[op].tableReadMiB.toFixed(2)} / ${io[op].tableWriteMiB.toFixed(2)} MiB via ${io[op].source}`).join("; "),
+    );
+  }, 240_000);
+
+  dockerTest("one busy core: within 5 % of what it got; two busy threads: within 10 % (the recorded counter and the CSV's cpu_percent)", () => {
+    for (const [op, tolerance] of [["cpu1", 5], ["cpu2", 10]] as const) {
+      const cpu = figures.cpu[op];
+      expect(cpu.coveredS).toBeGreaterThan(4);
+      expect(Math.abs(cpu.cpost - cpu.truth)).toBeLessThanOrEqual(tolerance);
+      expect(Math.abs(cpu.csvMean - cpu.truth)).toBeLessThanOrEqual(tolerance);
+    }
+  });
+
+  dockerTest("200 MiB held raises memory by 200 MiB ± 5 %", () => {
+    expect(Math.abs(figures.memRiseMiB - 200)).toBeLessThanOrEqual(10);
+    expect(Math.abs(figures.memRssMiB - 200)).toBeLessThanOrEqual(10);
+  });
+
+  for (const op of IO_OPERATORS) {
+    const who = op === "io_init" ? "the container's init" : "a child of `sh -c`";
+    dockerTest(`200 MiB written and read with O_DIRECT by ${who}, which exits at once: 200 MiB ± 5 % each way in the CSV and the table`, () => {
+      const io = figures.io[op];
+      for (const mib of [io.csvReadMiB, io.csvWriteMiB, io.tableReadMiB, io.tableWriteMiB]) expect(Math.abs(mib - 200)).toBeLessThanOrEqual(10);
+    });
+  }
 });

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { createBlkioCollector } from "../collectors/blkio.ts";
 import { isUnavailable, type MetricBuffer, type Probe, type Target } from "../core/types.ts";
 import { dockerTest, REPO } from "./support.ts";
-import { removeContainer, removeMine, startContainer, until } from "./test-containers.ts";
+import { pidOf, removeContainer, removeMine, startContainer, until, waitContainer } from "./test-containers.ts";
 
 const FIXTURE = join(REPO, "test/fixtures/cgroup-v2");
 const DOCKER_ID = readdirSync(join(FIXTURE, "sys/fs/cgroup/docker"))[0]!;
@@ -142,6 +142,28 @@ describe("cgroup v1 blkio files", () => {
     expect(probe.source).toBe(`cgroup v1 ${dir}/blkio.throttle.io_service_bytes,io_serviced`);
     probe.close();
   });
+
+  test("a blkio file holding only `Total 0` is empty: the bytes come from the processes' /proc/<pid>/io", () => {
+    const root = tempDir();
+    const id = "d".repeat(64);
+    const dir = join(root, "blkio", "docker", id);
+    mkdirSync(dir, { recursive: true });
+    mkdirSync(join(root, "memory", "docker", id), { recursive: true });
+    mkdirSync(join(root, "proc", "4242"), { recursive: true });
+    // what this host's kernel shows for a container doing O_DIRECT I/O
+    writeFileSync(join(dir, "blkio.throttle.io_service_bytes"), "Total 0\n");
+    writeFileSync(join(dir, "blkio.throttle.io_serviced"), "Total 0\n");
+    writeFileSync(join(dir, "cgroup.procs"), "4242\n");
+    writeFileSync(join(root, "proc", "4242", "io"), `rchar: 0\nwchar: 0\nsyscr: 0\nsyscw: 0\nread_bytes: ${3 * MiB}\nwrite_bytes: ${5 * MiB}\ncancelled_write_bytes: 0\n`);
+    writeFileSync(join(root, "proc", "4242", "stat"), "4242 (cpost workload) S 1 4242 4242 0 -1\n");
+    const probe = open(target(id), { cgroupRoot: root, procRoot: join(root, "proc") });
+    const { values } = readAt(probe, 0);
+    expect(values["io.read_bytes"]).toBe(3 * MiB);
+    expect(values["io.write_bytes"]).toBe(5 * MiB);
+    expect(values["io.read_ops"]).toBeNaN();
+    expect(probe.source).toBe("/proc/<pid>/io of the container's processes (cgroup blkio files empty; ops not measured)");
+    probe.close();
+  });
 });
 
 describe("on this host's real containers", () => {
@@ -170,6 +192,59 @@ describe("on this host's real containers", () => {
       }
       const blkioEmpty = readFileSync(`/sys/fs/cgroup/blkio/docker/${started.id}/blkio.throttle.io_service_bytes`, "utf8").trim() === "Total 0";
       if (blkioEmpty) expect(probe.source).toContain("/proc/<pid>/io");
+      probe.close();
+    } finally {
+      await removeContainer(started.id);
+    }
+  });
+
+  dockerTest("a process started after the probe's first reading is seen (v1 answers a held cgroup.procs with its first pid list)", async () => {
+    const gate = tempDir();
+    // the subshell, and the workload it reaps, start only once the probe has read the pid list
+    // (not the script's last command, so sh forks it rather than becoming it)
+    const started = await startContainer(["sh", "-c", "while [ ! -e /gate/go ]; do sleep 0.01; done; (cpost-workload io 8 /gate/a; sleep 60); true"], { binds: [`${gate}:/gate`] });
+    try {
+      const probe = open(started.target, { cgroupRoot: "/sys/fs/cgroup", procRoot: "/proc" });
+      let t = 0;
+      expect(readAt(probe, t).values["io.write_bytes"]!).toBeLessThan(MiB);
+      writeFileSync(join(gate, "go"), "");
+      // the subshell outlives its child: only its own /proc/<pid>/io can show these bytes
+      await until("8 MiB each way", () => {
+        const { values } = readAt(probe, (t += 25));
+        return values["io.read_bytes"]! >= 8 * MiB && values["io.write_bytes"]! >= 8 * MiB ? true : undefined;
+      }, 30_000);
+      probe.close();
+    } finally {
+      await removeContainer(started.id);
+    }
+  });
+
+  dockerTest("a container's init that does its I/O after its last reading and exits: its final bytes, from the parent that reaped it", async () => {
+    const gate = tempDir();
+    const started = await startContainer(["sh", "-c", "while [ ! -e /gate/go ]; do sleep 0.01; done; cpost-workload io 50 /tmp/io.bin"], { binds: [`${gate}:/gate`] });
+    try {
+      const init = await pidOf(started.id);
+      started.target.pid = init; // as the runner gives it once the engine tells it
+      const procs = `/sys/fs/cgroup/blkio/docker/${started.id}/cgroup.procs`;
+      const parent = () => Number(readFileSync(`/proc/${init}/stat`, "utf8").replace(/^.*\) \S+ /s, "").split(" ")[0]);
+      // runc's setup processes have gone and the init's parent is the engine's, outside the container
+      await until("the init's parent to be outside the container", () => (readFileSync(procs, "utf8").split("\n").includes(String(parent())) ? undefined : true));
+      const probe = open(started.target, { cgroupRoot: "/sys/fs/cgroup", procRoot: "/proc" });
+      // two readings while it waits: the init and its parent followed, the parent read before the work
+      let t = 0;
+      for (let i = 0; i < 2; i++) expect(readAt(probe, (t += 25)).values["io.read_bytes"]!).toBeLessThan(MiB);
+      writeFileSync(join(gate, "go"), "");
+      expect(await waitContainer(started.id)).toBe(0);
+      // no reading saw the work: whatever shows now was settled from the reaping
+      let last: Record<string, number> = {};
+      await until("the series to end", () => {
+        const { alive, values } = readAt(probe, (t += 25));
+        if (alive && !Number.isNaN(values["io.read_bytes"]!)) last = values;
+        return alive ? undefined : true;
+      });
+      console.log(`init exited after its I/O: read ${(last["io.read_bytes"]! / MiB).toFixed(2)} MiB, written ${(last["io.write_bytes"]! / MiB).toFixed(2)} MiB via ${probe.source}`);
+      expect(Math.abs(last["io.read_bytes"]! - 50 * MiB)).toBeLessThanOrEqual(2.5 * MiB);
+      expect(Math.abs(last["io.write_bytes"]! - 50 * MiB)).toBeLessThanOrEqual(2.5 * MiB);
       probe.close();
     } finally {
       await removeContainer(started.id);

@@ -32,15 +32,15 @@ export interface Started {
   target: Target;
 }
 
-/** Creates and starts a container of the test image running `cmd`; `memoryBytes` sets a limit. */
-export async function startContainer(cmd: string[], options: { memoryBytes?: number; operator?: string } = {}): Promise<Started> {
+/** Creates and starts a container of the test image running `cmd`; `memoryBytes` sets a limit, `binds` are `host:container` mounts. */
+export async function startContainer(cmd: string[], options: { memoryBytes?: number; operator?: string; binds?: string[] } = {}): Promise<Started> {
   const info = (await (await api("GET", "/info")).json()) as { CgroupDriver: "cgroupfs" | "systemd" };
   const created = (await (
     await api("POST", "/containers/create", {
       Image: TEST_IMAGE,
       Cmd: cmd,
       Labels: { [LABEL]: MINE },
-      HostConfig: { Memory: options.memoryBytes ?? 0 },
+      HostConfig: { Memory: options.memoryBytes ?? 0, Binds: options.binds ?? [] },
     })
   ).json()) as { Id: string };
   await api("POST", `/containers/${created.Id}/start`);

@@ -118,15 +118,16 @@ direct_checks() {
   docker rm -f $(cat /shared/*.id) >/dev/null
 }
 
-# One `cpost run` of pipeline NAME into OUT/cpost/NAME. -v: its stdout names
-# each collector's source and shows the operators' output (the workload's
-# own account of its busy window).
+# One `cpost run` of pipeline NAME into OUT/cpost/NAME, as test/accuracy-run.ts
+# runs it on the host. -v: its stdout names each collector's source and shows
+# the operators' output (the workload's own account of its busy window); the
+# table sink's summaries (Disk totals) go to stdout too.
 cpost_run() {
   dest=$out/cpost/$1
   if [ "$1" = diamond ]; then pipeline=/cpost-vm/examples/diamond/pipeline.yaml; else pipeline=/cpost-vm/pipelines/$1.yaml; fi
   mkdir -p "$dest/metrics"
   log "cpost run $1"
-  "$cpost" run "$pipeline" /cpost-vm/examples/diamond/input --collectors cgroup,blkio --sinks csv,msgpack --force cont -v \
+  "$cpost" run "$pipeline" /cpost-vm/examples/diamond/input --collectors cgroup,blkio --sinks table,csv,msgpack --force cont -v \
     --metrics_dir "$dest/metrics" >"$dest/stdout" 2>"$dest/stderr" </dev/null
   echo $? > "$dest/exit"
   log "cpost run $1 exit=$(cat "$dest/exit")"
