@@ -13,10 +13,10 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
-import type { MetricColumn, RunInfo, RunResult, SampleBatch, Sink } from "../core/types.ts";
-import elasticsearch from "../plugins/elasticsearch.ts";
-import { defineEncoder } from "../plugins/elasticsearch-documents.ts";
-import { KNOWN_METRICS } from "../plugins/elasticsearch-templates.ts";
+import type { MetricColumn, RunInfo, RunResult, SampleBatch, Sink } from "../core/contracts/types.ts";
+import elasticsearch from "../plugins/elasticsearch/index.ts";
+import { defineEncoder } from "../plugins/elasticsearch/documents.ts";
+import { KNOWN_METRICS } from "../plugins/elasticsearch/templates.ts";
 
 const docs = Number(process.argv[2] ?? 500_000);
 const seconds = Number(process.argv[3] ?? 10);

@@ -18,8 +18,8 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { builtinCollectors } from "../collectors/index.ts";
-import { connectDocker } from "../core/docker.ts";
-import { isUnavailable, type Collector, type MetricBuffer, type Probe, type Target } from "../core/types.ts";
+import { connectDocker } from "../core/engine/docker.ts";
+import { isUnavailable, type Collector, type MetricBuffer, type Probe, type Target } from "../core/contracts/types.ts";
 
 const seconds = Number(process.argv[2] ?? 10);
 const count = Number(process.argv[3] ?? 20);

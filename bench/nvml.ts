@@ -13,8 +13,8 @@ import { heapStats } from "bun:jsc";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createNvmlCollector } from "../collectors/nvml.ts";
-import { isUnavailable, type MetricBuffer, type Probe } from "../core/types.ts";
+import { createNvmlCollector } from "../collectors/nvml/index.ts";
+import { isUnavailable, type MetricBuffer, type Probe } from "../core/contracts/types.ts";
 import { NvmlSampling, openNvml } from "../native/nvml.ts";
 import { buildNvmlDouble, type FakeDevice } from "../test/nvml/double.ts";
 

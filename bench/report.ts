@@ -10,8 +10,8 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import uplotJs from "uplot/dist/uPlot.iife.min.js" with { type: "text" };
-import type { SampleBatch } from "../core/types.ts";
-import { defineHtmlSink } from "../plugins/html.ts";
+import type { SampleBatch } from "../core/contracts/types.ts";
+import { defineHtmlSink } from "../plugins/html/index.ts";
 import { openFile } from "../test/browser.ts";
 import { feedFixtureRun, fixtureBatches, fixtureOperator, fixtureRun, FULL_COLUMNS, type SeriesSpec } from "../test/report-fixture.ts";
 

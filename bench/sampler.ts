@@ -19,10 +19,10 @@
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
-import blkio from "../collectors/blkio.ts";
-import cgroup from "../collectors/cgroup.ts";
-import { Sampler } from "../core/sampler.ts";
-import { isUnavailable, type MetricBuffer, type Probe, type Target } from "../core/types.ts";
+import blkio from "../collectors/blkio/index.ts";
+import cgroup from "../collectors/cgroup/index.ts";
+import { Sampler } from "../core/sampling/sampler.ts";
+import { isUnavailable, type MetricBuffer, type Probe, type Target } from "../core/contracts/types.ts";
 
 const seconds = Number(process.argv[2] ?? 10);
 const SOCKET = "/var/run/docker.sock";

@@ -12,9 +12,9 @@
 import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { readRecording } from "../core/recording.ts";
-import { SummaryBuilder } from "../core/summary.ts";
-import type { MetricColumn, OperatorResult, OperatorSummary, RunInfo, SampleBatch, Sink } from "../core/types.ts";
+import { readRecording } from "../core/sinks/recording.ts";
+import { SummaryBuilder } from "../core/sizing/summary.ts";
+import type { MetricColumn, OperatorResult, OperatorSummary, RunInfo, SampleBatch, Sink } from "../core/contracts/types.ts";
 import csv from "../plugins/csv.ts";
 import msgpack from "../plugins/msgpack.ts";
 

@@ -16,7 +16,7 @@ import { decodeMultiStream } from "@msgpack/msgpack";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connectDocker, type DockerClient } from "../core/docker.ts";
+import { connectDocker, type DockerClient } from "../core/engine/docker.ts";
 import { compile } from "../scripts/build.ts";
 import { TEST_IMAGE } from "../test/support.ts";
 

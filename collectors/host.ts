@@ -8,7 +8,7 @@
  */
 import { closeSync, existsSync, openSync, readdirSync, readSync } from "node:fs";
 import { cpus } from "node:os";
-import type { Collector, MetricBuffer, MetricSpec, Probe, Target, Unavailable } from "../core/types.ts";
+import type { Collector, MetricBuffer, MetricSpec, Probe, Target, Unavailable } from "../core/contracts/types.ts";
 
 /** Kernel clock ticks per second for /proc/stat (USER_HZ; 100 on every Linux architecture cpost runs on). */
 const USER_HZ = 100;

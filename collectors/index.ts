@@ -2,16 +2,16 @@
  * Built-in collectors, loaded lazily: a run imports only those it uses.
  * Each entry is `name -> () => import(...)` of a file named as the user types it.
  */
-import { CpostError } from "../core/errors.ts";
-import type { Collector } from "../core/types.ts";
+import { CpostError } from "../core/contracts/errors.ts";
+import type { Collector } from "../core/contracts/types.ts";
 
 type CollectorModule = { default: Collector };
 
 export const builtinCollectors: Record<string, () => Promise<CollectorModule>> = {
-  cgroup: () => import("./cgroup.ts"),
-  blkio: () => import("./blkio.ts"),
+  cgroup: () => import("./cgroup/index.ts"),
+  blkio: () => import("./blkio/index.ts"),
   host: () => import("./host.ts"),
-  nvml: () => import("./nvml.ts"),
+  nvml: () => import("./nvml/index.ts"),
 };
 
 /** The collectors `--collectors` selects when not given. */

@@ -1,5 +1,5 @@
 #!/usr/bin/env bun
 /** Entry of the `cpost` executable. */
-import { main } from "./cli.ts";
+import { main } from "./cli/cli.ts";
 
 process.exitCode = await main(process.argv.slice(2));

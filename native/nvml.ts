@@ -28,7 +28,7 @@
  *   names and UUIDs fit NVML_DEVICE_NAME_V2_BUFFER_SIZE / NVML_DEVICE_UUID_V2_BUFFER_SIZE (96).
  */
 import { dlopen, ptr, type ConvertFns, type FFIFunction, type Library, type Pointer } from "bun:ffi";
-import { CpostError } from "../core/errors.ts";
+import { CpostError } from "../core/contracts/errors.ts";
 
 /** nvmlReturn_t values cpost acts on (nvml.h nvmlReturn_enum). */
 export const NvmlReturn = {

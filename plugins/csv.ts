@@ -1,7 +1,7 @@
 /**
  * `--sinks csv`: `<metrics_dir>/<operator>_final_result.csv`, as the original
  * CPOST wrote it: header `timestamp,cpu_percent,memory`, CRLF line ends, one
- * row per pair of consecutive readings (see core/summary.ts), timestamp in
+ * row per pair of consecutive readings (see core/sizing/summary.ts), timestamp in
  * Unix epoch seconds (true UTC; the original's was off by the UTC offset),
  * cpu_percent with 100 per core, memory in MB (bytes / 1e6). Every other
  * metric of the first series follows as a column named by its key (e.g.
@@ -13,10 +13,10 @@
  */
 import { closeSync, mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
-import { CpostError } from "../core/errors.ts";
-import { defineAppendFile, type AppendFile } from "./append-file.ts";
-import { CPU_KEY, definePairing, MEMORY_KEY, pythonFloat, type Pairing, type RowEmitter } from "../core/summary.ts";
-import type { MetricColumn, Sink, SinkFactory, SinkOptions } from "../core/types.ts";
+import { CpostError } from "../core/contracts/errors.ts";
+import { defineAppendFile, type AppendFile } from "../core/sinks/append-file.ts";
+import { CPU_KEY, definePairing, MEMORY_KEY, pythonFloat, type Pairing, type RowEmitter } from "../core/sizing/summary.ts";
+import type { MetricColumn, Sink, SinkFactory, SinkOptions } from "../core/contracts/types.ts";
 
 const FLUSH_MS = 1000;
 const FIRST_COLUMNS = ["timestamp", "cpu_percent", "memory"];

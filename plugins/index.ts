@@ -2,19 +2,19 @@
  * Built-in sinks, loaded lazily: a run imports only those it uses.
  * Each entry is `name -> () => import(...)` of a file named as the user types it.
  */
-import { CpostError } from "../core/errors.ts";
-import type { SinkFactory } from "../core/types.ts";
+import { CpostError } from "../core/contracts/errors.ts";
+import type { SinkFactory } from "../core/contracts/types.ts";
 
 type SinkModule = { default: SinkFactory };
 
 export const builtinSinks: Record<string, () => Promise<SinkModule>> = {
-  table: () => import("./table.ts"),
+  table: () => import("./table/index.ts"),
   csv: () => import("./csv.ts"),
   msgpack: () => import("./msgpack.ts"),
   prometheus: () => import("./prometheus.ts"),
-  html: () => import("./html.ts"),
+  html: () => import("./html/index.ts"),
   progress: () => import("./progress.ts"),
-  elasticsearch: () => import("./elasticsearch.ts"),
+  elasticsearch: () => import("./elasticsearch/index.ts"),
 };
 
 /** Short names users may type instead of the full one. */

@@ -1,6 +1,6 @@
 /**
  * `--sinks msgpack`: the whole run in one `.msgpack` file, for `cpost replay`
- * and `cpost report`. Records (core/recording.ts) are appended as they come
+ * and `cpost report`. Records (core/sinks/recording.ts) are appended as they come
  * and flushed at least every second, so a crash loses at most the last
  * second; samples are stored as raw Float64 bytes, columns once per series.
  *
@@ -9,10 +9,10 @@
 import { Encoder } from "@msgpack/msgpack";
 import { closeSync, mkdirSync, openSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { CpostError } from "../core/errors.ts";
-import { float64Bytes, RECORDING_VERSION, type RecordingRecord } from "../core/recording.ts";
-import type { MetricColumn, Sink, SinkFactory, SinkOptions } from "../core/types.ts";
-import { defineAppendFile, type AppendFile } from "./append-file.ts";
+import { CpostError } from "../core/contracts/errors.ts";
+import { float64Bytes, RECORDING_VERSION, type RecordingRecord } from "../core/sinks/recording.ts";
+import type { MetricColumn, Sink, SinkFactory, SinkOptions } from "../core/contracts/types.ts";
+import { defineAppendFile, type AppendFile } from "../core/sinks/append-file.ts";
 
 /** Longest time a record waits in memory before it is written. */
 const FLUSH_MS = 1000;

@@ -4,8 +4,8 @@
  * samples taken; cleared when the operator is done. Silent when stderr is
  * not a terminal. The runner adds it on a TTY unless --quiet.
  */
-import { CPU_KEY, MEMORY_KEY } from "../core/summary.ts";
-import type { MetricColumn, Operator, RunInfo, SampleBatch, Sink, SinkFactory } from "../core/types.ts";
+import { CPU_KEY, MEMORY_KEY } from "../core/sizing/summary.ts";
+import type { MetricColumn, Operator, RunInfo, SampleBatch, Sink, SinkFactory } from "../core/contracts/types.ts";
 
 /** Where the line is drawn: a terminal stream (process.stderr). */
 export interface ProgressStream {

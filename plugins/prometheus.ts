@@ -12,9 +12,9 @@
  * scraped: `end` waits (bounded) for one more scrape of the last readings,
  * then the run's series leave the endpoint.
  */
-import { CpostError } from "../core/errors.ts";
-import { listenHttp, parseListen, urlOf, type ListenAddress } from "../core/listen.ts";
-import type { MetricColumn, MetricSpec, RunInfo, SampleBatch, Sink, SinkOptions } from "../core/types.ts";
+import { CpostError } from "../core/contracts/errors.ts";
+import { listenHttp, parseListen, urlOf, type ListenAddress } from "../core/contracts/listen.ts";
+import type { MetricColumn, MetricSpec, RunInfo, SampleBatch, Sink, SinkOptions } from "../core/contracts/types.ts";
 
 /** Where /metrics is served unless `--prometheus-listen` says otherwise. */
 const DEFAULT_PROMETHEUS_LISTEN = "127.0.0.1:9686";

@@ -14,12 +14,12 @@
  */
 import { existsSync, linkSync, mkdirSync, openSync, readSync, closeSync, rmSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { medianStartMs, raisePriority } from "../bench/startup.ts";
+import { medianStartMs, raisePriority } from "./start-times.ts";
 
 /** The repository root. */
 export const REPO = resolve(import.meta.dir, "..");
-/** The sampler's worker thread is a second entrypoint (see core/sampler-worker.ts). */
-export const ENTRYPOINTS = ["core/main.ts", "core/sampler-worker.ts"];
+/** The sampler's worker thread is a second entrypoint (see core/sampling/sampler-worker.ts). */
+export const ENTRYPOINTS = ["core/main.ts", "core/sampling/sampler-worker.ts"];
 /** Release platforms: dist name -> Bun's --target. */
 export const TARGETS = { "linux-x64": "bun-linux-x64", "linux-arm64": "bun-linux-arm64" } as const;
 /** A release platform, as dist/cpost-<platform> names it. */

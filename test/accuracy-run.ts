@@ -9,7 +9,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { readRecording, type Recording } from "../core/recording.ts";
+import { readRecording, type Recording } from "../core/sinks/recording.ts";
 import { REPO, runProcess } from "./support.ts";
 
 export const ACCURACY = join(REPO, "test/vm/pipelines/accuracy.yaml");

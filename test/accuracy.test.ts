@@ -13,10 +13,10 @@
  * held to what the workload got, within the same tolerances.
  */
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import blkio from "../collectors/blkio.ts";
-import cgroup from "../collectors/cgroup.ts";
-import { Sampler } from "../core/sampler.ts";
-import type { SampleBatch } from "../core/types.ts";
+import blkio from "../collectors/blkio/index.ts";
+import cgroup from "../collectors/cgroup/index.ts";
+import { Sampler } from "../core/sampling/sampler.ts";
+import type { SampleBatch } from "../core/contracts/types.ts";
 import { figuresOf, IO_OPERATORS, runAccuracy, type Figures } from "./accuracy-run.ts";
 import { compiledBinary, dockerTest, hasDocker } from "./support.ts";
 import { dockerStats, readTimeNs, removeContainer, removeMine, startContainer, stdoutOf, until, waitContainer, type DockerStats } from "./test-containers.ts";

@@ -10,8 +10,8 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDocument } from "yaml";
-import { applyRequests, applyRequestsToText, unifiedDiff, type RequestUpdate } from "../core/apply-requests.ts";
-import { parsePipeline } from "../core/pipeline.ts";
+import { applyRequests, applyRequestsToText, unifiedDiff, type RequestUpdate } from "../core/pipeline/apply-requests.ts";
+import { parsePipeline } from "../core/pipeline/pipeline.ts";
 import { REPO, runProcess } from "./support.ts";
 
 const FIXTURE = join(REPO, "test/fixtures/pipelines/commented.yaml");

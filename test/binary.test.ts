@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import { join } from "node:path";
-import { VERSION } from "../core/version.ts";
+import { VERSION } from "../core/contracts/version.ts";
 import { compiledBinary, REPO, runProcess } from "./support.ts";
 
 test("the compiled executable runs without node_modules or bun", async () => {

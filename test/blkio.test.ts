@@ -8,8 +8,8 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createBlkioCollector } from "../collectors/blkio.ts";
-import { isUnavailable, type MetricBuffer, type Probe, type Target } from "../core/types.ts";
+import { createBlkioCollector } from "../collectors/blkio/index.ts";
+import { isUnavailable, type MetricBuffer, type Probe, type Target } from "../core/contracts/types.ts";
 import { dockerTest, REPO } from "./support.ts";
 import { pidOf, removeContainer, removeMine, startContainer, until, waitContainer } from "./test-containers.ts";
 

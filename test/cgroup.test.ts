@@ -9,9 +9,9 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import cgroupCollector, { createCgroupCollector } from "../collectors/cgroup.ts";
-import { candidatePaths, detectLayout } from "../collectors/cgroup-paths.ts";
-import { isUnavailable, type MetricBuffer, type Probe, type Target } from "../core/types.ts";
+import cgroupCollector, { createCgroupCollector } from "../collectors/cgroup/index.ts";
+import { candidatePaths, detectLayout } from "../collectors/cgroup/paths.ts";
+import { isUnavailable, type MetricBuffer, type Probe, type Target } from "../core/contracts/types.ts";
 import { dockerTest, REPO } from "./support.ts";
 import { pidOf, removeContainer, removeMine, startContainer, until } from "./test-containers.ts";
 

@@ -6,10 +6,10 @@
  */
 import { afterAll, beforeAll } from "bun:test";
 import { join } from "node:path";
-import { createBlkioCollector } from "../collectors/blkio.ts";
-import { createCgroupCollector } from "../collectors/cgroup.ts";
+import { createBlkioCollector } from "../collectors/blkio/index.ts";
+import { createCgroupCollector } from "../collectors/cgroup/index.ts";
 import hostCollector from "../collectors/host.ts";
-import { createNvmlCollector } from "../collectors/nvml.ts";
+import { createNvmlCollector } from "../collectors/nvml/index.ts";
 import { collectorContract, containerTarget, hostTarget, pluginCollector } from "./collectors-contract.ts";
 import { buildNvmlDouble, type NvmlDouble } from "./nvml/double.ts";
 import { REPO } from "./support.ts";

@@ -1,6 +1,6 @@
 /**
  * The contract every collector passes (built-in or plugin): the Collector and
- * Probe lifecycle of core/types.ts, driven as the sampler drives it, against
+ * Probe lifecycle of core/contracts/types.ts, driven as the sampler drives it, against
  * a live target. Use it from a test file:
  *
  *   collectorContract("cgroup", () => createCgroupCollector(), { target: () => containerTarget() });
@@ -16,9 +16,9 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { builtinCollectors } from "../collectors/index.ts";
-import { connectDocker, type DockerClient } from "../core/docker.ts";
-import { collectorOf, createPluginCollector, importPlugin, optionValues } from "../core/plugin-loader.ts";
-import { isUnavailable, type Collector, type MetricBuffer, type MetricUnit, type Probe, type Target } from "../core/types.ts";
+import { connectDocker, type DockerClient } from "../core/engine/docker.ts";
+import { collectorOf, createPluginCollector, importPlugin, optionValues } from "../core/registry/plugin-loader.ts";
+import { isUnavailable, type Collector, type MetricBuffer, type MetricUnit, type Probe, type Target } from "../core/contracts/types.ts";
 import { dockerTest, TEST_IMAGE } from "./support.ts";
 
 /** A target the collector can open, and how to make it go away. */
@@ -248,7 +248,7 @@ export function collectorContract(name: string, make: () => Collector | Promise<
       const collector = await make();
       const recipe = collector.portable ?? (Object.hasOwn(builtinCollectors, collector.name) ? { module: collector.name } : undefined);
       if (!recipe) throw new Error(`${collector.name} has no portable recipe: it would be sampled on the main thread`);
-      // as core/sampler-worker.ts builds it
+      // as core/sampling/sampler-worker.ts builds it
       const load = builtinCollectors[recipe.module];
       let rebuilt: Collector;
       if (load) {

@@ -8,8 +8,8 @@
  * Plugin files are loaded as the cpost executable loads them (the same
  * checks, the same wrapping), so what passes here runs there.
  */
-import { loadPlugins, sinkFactoryOf } from "../core/plugin-loader.ts";
-import type { Sink } from "../core/types.ts";
+import { loadPlugins, sinkFactoryOf } from "../core/registry/plugin-loader.ts";
+import type { Sink } from "../core/contracts/types.ts";
 import type { SinkContext } from "./sinks-contract.ts";
 
 export { collectorContract, containerTarget, hostTarget, pluginCollector, type CollectorContractOptions, type LiveTarget } from "./collectors-contract.ts";

@@ -1,5 +1,5 @@
 /**
- * core/docker.ts against the real Docker engine: connection, containers,
+ * core/engine/docker.ts against the real Docker engine: connection, containers,
  * logs, networks, pulls (with a registry stand-in on 127.0.0.1 that answers
  * as a token-auth registry does), and the errors users see.
  */
@@ -7,8 +7,8 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connectDocker, defineLogDemuxer, engineEndpoint, registryAuth, registryOf, splitImage, type LogChunk } from "../core/docker.ts";
-import { CpostError } from "../core/errors.ts";
+import { connectDocker, defineLogDemuxer, engineEndpoint, registryAuth, registryOf, splitImage, type LogChunk } from "../core/engine/docker.ts";
+import { CpostError } from "../core/contracts/errors.ts";
 import { docker, dockerTest, hasDocker, TEST_IMAGE } from "./support.ts";
 
 const LABEL = "cpost.test";

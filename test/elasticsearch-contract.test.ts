@@ -1,7 +1,7 @@
 /** The Elasticsearch sink passes the shared sink contract, every sample counted in the ES-protocol test server. */
 import { afterAll } from "bun:test";
 import { join } from "node:path";
-import elasticsearch from "../plugins/elasticsearch.ts";
+import elasticsearch from "../plugins/elasticsearch/index.ts";
 import { startEsServer, type EsTestServer } from "./es-server.ts";
 import { sinkContract } from "./sinks-contract.ts";
 

@@ -8,7 +8,7 @@
 import { afterAll, expect } from "bun:test";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { readRecording } from "../core/recording.ts";
+import { readRecording } from "../core/sinks/recording.ts";
 import { sampleKey, spoolFiles, startEsServer, storedSamples, type EsTestServer } from "./es-server.ts";
 import { BUN, compiledBinary, defineTestScratch, dockerTest, REPO, until } from "./support.ts";
 

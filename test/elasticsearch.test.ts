@@ -9,10 +9,10 @@ import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CpostError } from "../core/errors.ts";
-import type { MetricColumn, RunInfo, RunResult, SampleBatch, Sink } from "../core/types.ts";
-import elasticsearch from "../plugins/elasticsearch.ts";
-import { templateRequests } from "../plugins/elasticsearch-templates.ts";
+import { CpostError } from "../core/contracts/errors.ts";
+import type { MetricColumn, RunInfo, RunResult, SampleBatch, Sink } from "../core/contracts/types.ts";
+import elasticsearch from "../plugins/elasticsearch/index.ts";
+import { templateRequests } from "../plugins/elasticsearch/templates.ts";
 import { sampleKey, spoolFiles, startEsServer, storedSamples, type EsServerOptions, type EsTestServer } from "./es-server.ts";
 import { cpostSource, until } from "./support.ts";
 

@@ -10,10 +10,10 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { closeSync, cpSync, existsSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { createCgroupCollector } from "../collectors/cgroup.ts";
-import { readRecording, type Recording } from "../core/recording.ts";
-import { Sampler } from "../core/sampler.ts";
-import { isUnavailable, type MetricBuffer, type Probe, type SampleBatch, type Target } from "../core/types.ts";
+import { createCgroupCollector } from "../collectors/cgroup/index.ts";
+import { readRecording, type Recording } from "../core/sinks/recording.ts";
+import { Sampler } from "../core/sampling/sampler.ts";
+import { isUnavailable, type MetricBuffer, type Probe, type SampleBatch, type Target } from "../core/contracts/types.ts";
 import { defineReliabilityLog } from "./reliability-log.ts";
 import { BUN, compiledBinary, defineTestScratch, docker, dockerTest, hasDocker, IN_CI, leftovers, pingDocker, REPO } from "./support.ts";
 import { removeContainer, removeMine, startContainer, until } from "./test-containers.ts";

@@ -7,9 +7,9 @@ import { describe, expect, test } from "bun:test";
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CpostError } from "../core/errors.ts";
+import { CpostError } from "../core/contracts/errors.ts";
 import { isCollection, isPair, isScalar, parseDocument, type Node } from "yaml";
-import { OPERATOR_NAME, parsePipeline, type ParsedPipeline } from "../core/pipeline.ts";
+import { OPERATOR_NAME, parsePipeline, type ParsedPipeline } from "../core/pipeline/pipeline.ts";
 import { defineReliabilityLog } from "./reliability-log.ts";
 import { compiledBinary, REPO, runProcess } from "./support.ts";
 

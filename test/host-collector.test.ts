@@ -8,7 +8,7 @@ import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, rmSync, writ
 import { cpus } from "node:os";
 import { join } from "node:path";
 import host from "../collectors/host.ts";
-import { isUnavailable, type MetricBuffer, type Probe, type Target } from "../core/types.ts";
+import { isUnavailable, type MetricBuffer, type Probe, type Target } from "../core/contracts/types.ts";
 
 const HOST: Target = { kind: "host", containerId: "", pid: 0, engine: "docker", operator: "host" };
 // /var/tmp, not /tmp (a tmpfs on many machines): the write must reach a physical disk.

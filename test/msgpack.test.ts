@@ -8,8 +8,8 @@ import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { encode } from "@msgpack/msgpack";
-import { readRecording, RECORDING_VERSION, replayInto, type Recording } from "../core/recording.ts";
-import type { OperatorSummary, Sink } from "../core/types.ts";
+import { readRecording, RECORDING_VERSION, replayInto, type Recording } from "../core/sinks/recording.ts";
+import type { OperatorSummary, Sink } from "../core/contracts/types.ts";
 import csv from "../plugins/csv.ts";
 import msgpack from "../plugins/msgpack.ts";
 import { expected, loadFixtureRun, RUNS_DIR } from "./fixtures/runs/fixture-run.ts";

@@ -8,12 +8,12 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connectDocker } from "../core/docker.ts";
-import { CpostError } from "../core/errors.ts";
-import { isUnavailable, type MetricBuffer, type Probe, type Target } from "../core/types.ts";
-import { createNvmlCollector } from "../collectors/nvml.ts";
+import { connectDocker } from "../core/engine/docker.ts";
+import { CpostError } from "../core/contracts/errors.ts";
+import { isUnavailable, type MetricBuffer, type Probe, type Target } from "../core/contracts/types.ts";
+import { createNvmlCollector } from "../collectors/nvml/index.ts";
 import { NvmlSampling, openNvml } from "../native/nvml.ts";
-import { readRecording } from "../core/recording.ts";
+import { readRecording } from "../core/sinks/recording.ts";
 import { BUN, dockerTest, REPO, TEST_IMAGE } from "./support.ts";
 import { buildNvmlDouble, type FakeDevice, type FakeScript, type NvmlDouble } from "./nvml/double.ts";
 
@@ -178,7 +178,7 @@ describe("native/nvml.ts against the double", () => {
   });
 });
 
-describe("collectors/nvml.ts", () => {
+describe("collectors/nvml/index.ts", () => {
   test("two GPUs: every metric in its own slot, per device index", async () => {
     double.script(twoGpus());
     const warnings: string[] = [];

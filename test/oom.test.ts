@@ -11,7 +11,7 @@ import { afterAll, describe, expect } from "bun:test";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { readRecording } from "../core/recording.ts";
+import { readRecording } from "../core/sinks/recording.ts";
 import { BUN, dockerTest, REPO } from "./support.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "cpost-oom-"));

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { CpostError } from "../core/errors.ts";
-import { loadPipeline, mountsFor, parsePipeline } from "../core/pipeline.ts";
+import { CpostError } from "../core/contracts/errors.ts";
+import { loadPipeline, mountsFor, parsePipeline } from "../core/pipeline/pipeline.ts";
 import { REPO } from "./support.ts";
 
 const fixture = (name: string) => join(REPO, "test/fixtures/pipelines", `${name}.yaml`);

@@ -12,9 +12,9 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { builtinSinks } from "../plugins/index.ts";
-import { BUILTIN_SINK_INFO, type PluginListing } from "../core/commands/plugins.ts";
-import { CpostError } from "../core/errors.ts";
-import { importPlugin, loadPlugins, optionValues, pluginPathFiles, scanPluginFlags, sinkFactoryOf } from "../core/plugin-loader.ts";
+import { BUILTIN_SINK_INFO, type PluginListing } from "../core/cli/commands/plugins.ts";
+import { CpostError } from "../core/contracts/errors.ts";
+import { importPlugin, loadPlugins, optionValues, pluginPathFiles, scanPluginFlags, sinkFactoryOf } from "../core/registry/plugin-loader.ts";
 import { pluginSink, sinkContract } from "./contract.ts";
 import { BUN, compiledBinary, dockerTest, REPO, runProcess } from "./support.ts";
 
@@ -320,7 +320,8 @@ describe("the loader, in-process", () => {
 
   test("every built-in sink is described for `cpost plugins`, and each option listed is one its source reads", () => {
     expect(Object.keys(BUILTIN_SINK_INFO).sort()).toEqual(Object.keys(builtinSinks).sort());
-    const sources = readdirSync(join(REPO, "plugins")).map((f) => readFileSync(join(REPO, "plugins", f), "utf8")).join("\n");
+    const files = readdirSync(join(REPO, "plugins"), { recursive: true, withFileTypes: true }).filter((f) => f.isFile());
+    const sources = files.map((f) => readFileSync(join(f.parentPath, f.name), "utf8")).join("\n");
     for (const [sink, info] of Object.entries(BUILTIN_SINK_INFO)) {
       const prefix = sink === "elasticsearch" ? "es" : sink;
       for (const option of Object.keys(info.options)) expect(sources.includes(`"${prefix}-${option}"`) ? option : `${sink}: ${option} (not read)`).toBe(option);

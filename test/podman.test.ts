@@ -8,8 +8,8 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connectDocker } from "../core/docker.ts";
-import { readRecording } from "../core/recording.ts";
+import { connectDocker } from "../core/engine/docker.ts";
+import { readRecording } from "../core/sinks/recording.ts";
 import { BUN, hasDocker, IN_CI, pingDocker, REPO, runProcess, TEST_IMAGE } from "./support.ts";
 
 const podman = Bun.which("podman");

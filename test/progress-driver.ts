@@ -6,7 +6,7 @@
  * exists, so a test can look at the screen mid-operator.
  */
 import { existsSync } from "node:fs";
-import type { OperatorResult, SampleBatch } from "../core/types.ts";
+import type { OperatorResult, SampleBatch } from "../core/contracts/types.ts";
 import progress from "../plugins/progress.ts";
 import { CPU_COLUMNS, fixtureOperator, fixtureRun, fixtureSummary } from "./report-fixture.ts";
 

@@ -4,8 +4,8 @@
  * Prometheus's HTTP API exactly the samples (values and timestamps) it wrote.
  */
 import { afterAll, expect, test } from "bun:test";
-import { CpostError } from "../core/errors.ts";
-import { columnKey, type MetricColumn, type MetricSpec, type RunInfo, type SampleBatch } from "../core/types.ts";
+import { CpostError } from "../core/contracts/errors.ts";
+import { columnKey, type MetricColumn, type MetricSpec, type RunInfo, type SampleBatch } from "../core/contracts/types.ts";
 import createPrometheusSink, { prometheusFamily, type PrometheusSink } from "../plugins/prometheus.ts";
 import { prometheusTest, startPrometheus, type PrometheusServer } from "./prometheus-server.ts";
 

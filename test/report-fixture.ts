@@ -3,9 +3,9 @@
  * signals (with single-sample spikes to prove no peak is lost), summaries
  * computed from the same numbers, fed to any sink in the runner's hook order.
  */
-import { columnKey, type MetricColumn, type MetricSpec, type Operator, type OperatorResult, type OperatorSummary, type RunInfo, type RunResult, type SampleBatch, type Sink } from "../core/types.ts";
+import { columnKey, type MetricColumn, type MetricSpec, type Operator, type OperatorResult, type OperatorSummary, type RunInfo, type RunResult, type SampleBatch, type Sink } from "../core/contracts/types.ts";
 
-/** An operator as core/pipeline.ts would give it. */
+/** An operator as core/pipeline/pipeline.ts would give it. */
 export function fixtureOperator(name: string, requests: Operator["requests"] = {}): Operator {
   return { name, image: "cpost-test/busybox", tag: "1", variables: {}, inputs: [], outputs: [], requests, services: [], models: [], needsTriton: false, line: 1 };
 }

@@ -12,7 +12,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
-import { readRecording } from "../core/recording.ts";
+import { readRecording } from "../core/sinks/recording.ts";
 import { startEsServer } from "./es-server.ts";
 import { defineReliabilityLog } from "./reliability-log.ts";
 import { BUN, compiledBinary, defineTestScratch, dockerTest, hasDocker, REPO } from "./support.ts";

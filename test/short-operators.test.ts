@@ -12,11 +12,11 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadCollectors } from "../collectors/index.ts";
-import { connectDocker } from "../core/docker.ts";
-import { loadPipeline } from "../core/pipeline.ts";
-import { runPipeline } from "../core/runner.ts";
-import { Sampler } from "../core/sampler.ts";
-import type { SampleBatch, Sink, Target } from "../core/types.ts";
+import { connectDocker } from "../core/engine/docker.ts";
+import { loadPipeline } from "../core/pipeline/pipeline.ts";
+import { runPipeline } from "../core/run/runner.ts";
+import { Sampler } from "../core/sampling/sampler.ts";
+import type { SampleBatch, Sink, Target } from "../core/contracts/types.ts";
 import { cpostSource, dockerTest, hasDocker, REPO } from "./support.ts";
 
 const temp = mkdtempSync(join(tmpdir(), "cpost-short-test-"));

@@ -7,7 +7,7 @@
 import { afterAll, expect } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import html from "../plugins/html.ts";
+import html from "../plugins/html/index.ts";
 import createPrometheusSink, { type PrometheusSink } from "../plugins/prometheus.ts";
 import { defineProgressSink } from "../plugins/progress.ts";
 import { sinkContract } from "./sinks-contract.ts";

@@ -1,6 +1,6 @@
 /**
  * The contract every sink passes (built-in or plugin): the lifecycle of the
- * Sink type in core/types.ts, driven as the runner drives it. Use it from a
+ * Sink type in core/contracts/types.ts, driven as the runner drives it. Use it from a
  * test file:
  *
  *   sinkContract("csv", (ctx) => csvFactory({ metricsDir: ctx.dir, out: ctx.out, options: {} }), {
@@ -17,8 +17,8 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { SummaryBuilder } from "../core/summary.ts";
-import type { MetricColumn, Operator, OperatorResult, OperatorStatus, RunInfo, RunResult, SampleBatch, Sink } from "../core/types.ts";
+import { SummaryBuilder } from "../core/sizing/summary.ts";
+import type { MetricColumn, Operator, OperatorResult, OperatorStatus, RunInfo, RunResult, SampleBatch, Sink } from "../core/contracts/types.ts";
 
 /** What a sink under test gets: a fresh directory and a captured console. */
 export interface SinkContext {

@@ -6,7 +6,7 @@ import { test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { connectDocker, type DockerClient } from "../core/docker.ts";
+import { connectDocker, type DockerClient } from "../core/engine/docker.ts";
 import { compile } from "../scripts/build.ts";
 
 export const REPO = resolve(import.meta.dir, "..");

@@ -4,8 +4,8 @@
  * readable on narrow terminals.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { replayInto } from "../core/recording.ts";
-import table from "../plugins/table.ts";
+import { replayInto } from "../core/sinks/recording.ts";
+import table from "../plugins/table/index.ts";
 import { expected, loadFixtureRun } from "./fixtures/runs/fixture-run.ts";
 
 const ANSI = /\x1b\[[0-9;]*m/g;
@@ -31,7 +31,7 @@ describe("table sink", () => {
     expect(text).toContain("| register-volume-images-for-rendering | CPU           |");
     expect(text).toContain("| (Non-zero exitcode)                  | CPU sizing    |");
     // The figures the Resource column rests on, beside the raw maxima (docs/sizing.md).
-    expect(text).toContain("|  CPU sizing   |            | 570.161 % ± 65.352 | max over whole run |");
+    expect(text).toContain("|  CPU sizing   |            | 570.161 % ± 69.214 | max over whole run |");
     expect(text).not.toContain("after-stop");
   });
 

@@ -6,7 +6,7 @@
  */
 import { TEST_IMAGE } from "./support.ts";
 export { until } from "./support.ts";
-import type { Target } from "../core/types.ts";
+import type { Target } from "../core/contracts/types.ts";
 
 const SOCKET = "/var/run/docker.sock";
 const LABEL = "cpost.test.collectors";

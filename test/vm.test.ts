@@ -5,7 +5,8 @@
  * back what ran there: direct readings of containers' v2 files around known
  * work, and `cpost run` of the example pipeline and of the accuracy pipeline
  * (test/vm/pipelines/accuracy.yaml), once with Docker's cgroupfs driver and
- * once with its systemd driver. This file asserts those results and prints
+ * once with its systemd driver, and (cgroupfs only) the sizing ground truth
+ * (test/vm/pipelines/sizing-truth.yaml), sized here from its recording. This file asserts those results and prints
  * the v2 figures next to the v1 ones of this host (the same binary and
  * pipeline on the host's engine), which it asserts too.
  *
@@ -22,6 +23,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { figuresOf, IO_OPERATORS, readRun, runAccuracy, type CpostRun, type Figures } from "./accuracy-run.ts";
 import { compiledBinary, hasDocker, IN_CI, pingDocker, REPO, runProcess } from "./support.ts";
+import { replayInto } from "../core/sinks/recording.ts";
+import { CPOST_POLICY, PERCENTILE_POLICY } from "../core/sizing/sizing.ts";
+import type { Recommendation, Sink } from "../core/contracts/types.ts";
 
 /** The v1 column only needs the engine to answer eventually; support's 2 s ping can miss it on a loaded machine. */
 async function dockerAnswers(): Promise<boolean> {
@@ -183,6 +187,34 @@ suite(`cgroup v2 for real: a Debian VM under qemu${skipReason ? ` (skipped: ${sk
     expect(rec.result?.results.map((r) => [r.operator, r.status])).toEqual(["reader", "segment", "measure", "writer", "audit"].map((op) => [op, "succeeded"]));
     // the operator that burns 1.5 s of one core shows it
     expect(rec.result?.summaries.find((s) => s.operator === "segment")?.cpuPercent.max).toBeGreaterThan(50);
+  });
+
+  // The cases of test/sizing-truth.test.ts on a v2 kernel: the VM records them, the host sizes the recording.
+  test("sizing ground truth on cgroup v2: one thread 1 core, two 2, three what the VM has, 300 MiB held 512 MB, page cache written once 256 MB (flagged), 150 ms 1 core; both policies", async () => {
+    const run = runs["cgroupfs/sizing-truth"]!;
+    expect(run.exit).toBe(0);
+    const cpus = run.recording.run.host.cpus;
+    const needs: Record<string, { cpu: number; memory: number }> = {
+      one: { cpu: 1, memory: 256 },
+      two: { cpu: Math.min(2, cpus), memory: 256 },
+      three: { cpu: Math.min(3, cpus), memory: 256 },
+      held: { cpu: 1, memory: 512 },
+      cache: { cpu: 1, memory: 256 },
+      short: { cpu: 1, memory: 256 },
+    };
+    for (const policy of [CPOST_POLICY, PERCENTILE_POLICY]) {
+      const got: Record<string, Recommendation> = {};
+      const spy: Sink = { name: "spy", start() {}, write() {}, operatorDone(r, s) { got[r.operator] = s.recommendation; }, end() {} };
+      await replayInto(run.recording, [spy], { policy });
+      for (const [name, need] of Object.entries(needs)) {
+        const rec = got[name]!;
+        const where = `${policy.kind} ${name}: ${JSON.stringify(rec.evidence?.cpu)} ${JSON.stringify(rec.evidence?.memory)} ${rec.notes.join("; ")}`;
+        expect({ where, cpu: rec.cpu, memory: rec.memory }).toEqual({ where, ...need });
+      }
+      expect(got.one!.evidence!.cpu).toMatchObject({ metric: "cpu.usage_ns", windowMs: expect.any(Number) });
+      expect(got.cache!.evidence!.memory.pageCacheMb).toBeGreaterThan(300);
+      expect(got.three!.notes.some((n) => n.startsWith("used all"))).toBe(cpus < 3);
+    }
   });
 
   // The column printed beside the VM's: this host's engine (cgroup v1 here), the same binary and pipeline,

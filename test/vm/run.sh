@@ -94,7 +94,7 @@ t_disk=$((SECONDS - t0 - t_setup))
 truncate -s 0 "$work/results.img"; truncate -s 256M "$work/results.img"
 log "booting ($kver, tcg)"
 set +e
-timeout "${CPOST_VM_TIMEOUT:-420}" qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp "${CPOST_VM_CPUS:-4}" \
+timeout "${CPOST_VM_TIMEOUT:-600}" qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp "${CPOST_VM_CPUS:-4}" \
   -nographic -no-reboot -snapshot \
   -kernel "$kernel" -initrd "$initrd" \
   -drive "file=$disk,if=virtio,format=raw" \

@@ -1,0 +1,234 @@
+/**
+ * `cpost monitor serve|start|stop|status`: the host monitor (the Clara
+ * Monitoring Platform's server) and its client. The client is one HTTP
+ * request, small enough to be the command of a pipeline stage
+ * (`cpost monitor start --job spleen` as the first operator,
+ * `cpost monitor stop` as the last).
+ */
+import { defineCommand, type ArgsDef } from "citty";
+import { readFileSync } from "node:fs";
+import { builtinCollectors, DEFAULT_COLLECTORS, loadCollectors } from "../../../collectors/index.ts";
+import { loadSinkFactories } from "../../../plugins/index.ts";
+import { connectDocker } from "../../engine/docker.ts";
+import { CpostError } from "../../contracts/errors.ts";
+import { parseListen } from "../../contracts/listen.ts";
+import { needsToken, startMonitor } from "../../run/monitor.ts";
+import type { Sink } from "../../contracts/types.ts";
+import { checkSinkOptions, commaList, parseFlags, parseInterval, sinkPrefixesOf, valueOf } from "./run.ts";
+
+/** Where the client looks for the monitor unless --url or CPOST_MONITOR_URL says otherwise. */
+export const DEFAULT_MONITOR_URL = "http://127.0.0.1:8686";
+
+/** A duration flag: `500ms`, `30s`, `2m`, or a bare number of ms, within [minMs, maxMs]. */
+function parseDuration(text: string, flag: string, minMs: number, maxMs: number): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m)?$/.exec(text.trim());
+  const ms = m ? Number(m[1]) * (m[2] === "m" ? 60_000 : m[2] === "s" ? 1000 : 1) : NaN;
+  if (!(ms >= minMs && ms <= maxMs)) {
+    throw new CpostError("usage", `${flag} ${text}: not a duration from ${minMs} ms to ${maxMs / 1000} s`, { hint: `e.g. ${flag} 1s (or 500ms, 2m)` });
+  }
+  return ms;
+}
+
+/** Takes every `--flag value` / `--flag=value` of a repeatable flag out of `raw`. */
+function takeRepeated(raw: string[], flag: string): { values: string[]; rest: string[] } {
+  const values: string[] = [];
+  const rest: string[] = [];
+  for (let i = 0; i < raw.length; i++) {
+    const arg = raw[i]!;
+    if (arg === `--${flag}`) {
+      const next = raw[++i];
+      if (next === undefined) throw new CpostError("usage", `--${flag} needs a value`);
+      values.push(next);
+    } else if (arg.startsWith(`--${flag}=`)) values.push(arg.slice(flag.length + 3));
+    else rest.push(arg);
+  }
+  return { values, rest };
+}
+
+function readToken(file: string | undefined): string | undefined {
+  if (file === undefined) return process.env.CPOST_MONITOR_TOKEN || undefined;
+  let token: string;
+  try {
+    token = readFileSync(file, "utf8").trim();
+  } catch (cause) {
+    throw new CpostError("input", `cannot read the token file: ${(cause as Error).message}`, { file, cause, hint: "create it, e.g. `head -c 24 /dev/urandom | base64 > token; chmod 600 token`" });
+  }
+  if (token.length < 8 || /\s/.test(token)) {
+    throw new CpostError("input", "the token file must hold one token of at least 8 characters without spaces", { file, line: 1 });
+  }
+  return token;
+}
+
+function parseLabels(values: string[]): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const v of values) {
+    const eq = v.indexOf("=");
+    if (eq <= 0) throw new CpostError("usage", `--label ${v}: expected key=value`, { hint: "e.g. --label site=lab1 --label run=42" });
+    labels[v.slice(0, eq)] = v.slice(eq + 1);
+  }
+  return labels;
+}
+
+const serve = defineCommand({
+  meta: { name: "serve", description: "Run the host monitor: an HTTP control API; between POST /start and POST /stop it samples the host, its GPUs and running containers into the sinks." },
+  args: {
+    listen: { type: "string", description: "control API address (default 127.0.0.1:8686); beyond loopback it needs --token-file", valueHint: "host:port" },
+    interval: { type: "string", description: "sampling interval: 1s (default), 10ms, 1ms", valueHint: "1s" },
+    sinks: { type: "string", description: "sinks, comma-separated (default prometheus); options: --<sink>-<option> VALUE, e.g. --es-url, --prometheus-listen", valueHint: "es,prometheus" },
+    collectors: { type: "string", description: `collectors for containers (default ${DEFAULT_COLLECTORS.join(",")},nvml where built in)`, valueHint: "cgroup,blkio,nvml" },
+    "host-collectors": { type: "string", description: "collectors for the host (default host,nvml where built in; \"\" for none)", valueHint: "host,nvml" },
+    label: { type: "string", description: "watch only containers with this engine label (key or key=value; repeat: all must match)", valueHint: "key=value" },
+    name: { type: "string", description: "watch only containers whose name matches (* wildcard; repeat: any may match)", valueHint: "pattern" },
+    "token-file": { type: "string", description: "file holding the bearer token clients must send (or CPOST_MONITOR_TOKEN)", valueHint: "file" },
+    poll: { type: "string", description: "how often to look for new and gone containers (default: the interval, within 250ms–1s)", valueHint: "1s" },
+  } satisfies ArgsDef,
+  async run({ rawArgs }) {
+    const { positionals, flags, sinkOptions, lists } = parseFlags(rawArgs, {
+      values: ["listen", "interval", "sinks", "collectors", "host-collectors", "token-file", "poll"],
+      booleans: [],
+      repeated: ["label", "name"],
+      sinkPrefixes: sinkPrefixesOf(),
+    });
+    const str = valueOf(flags);
+    if (positionals.length > 0) throw new CpostError("usage", `unexpected argument ${positionals[0]}`, { hint: "see `cpost monitor serve --help`" });
+    const listen = parseListen(str("listen") ?? "127.0.0.1:8686", "--listen");
+    const token = readToken(str("token-file"));
+    if (needsToken(listen, token)) {
+      throw new CpostError("usage", `--listen ${str("listen")} accepts connections from other machines, so the control API needs a token`, {
+        hint: "give --token-file FILE (clients send it as a bearer token), or listen on 127.0.0.1",
+      });
+    }
+    // GPUs by default where NVML answers; otherwise say so once, not once per target.
+    let gpus = false;
+    if ("nvml" in builtinCollectors && (flags.collectors === undefined || flags["host-collectors"] === undefined)) {
+      const nvml = (await builtinCollectors.nvml!()).default as { availability?(): { ok: true; gpus: number } | { ok: false; reason: string } };
+      const state = nvml.availability?.() ?? { ok: true, gpus: 0 };
+      gpus = state.ok;
+      if (!state.ok) process.stderr.write(`cpost monitor: GPUs not monitored: ${state.reason}\n`);
+    }
+    const withNvml = (names: string[]) => (gpus ? [...names, "nvml"] : names);
+    const containerCollectors = await loadCollectors(flags.collectors !== undefined ? commaList(str("collectors")) : withNvml(DEFAULT_COLLECTORS.filter((n) => n in builtinCollectors)));
+    const hostCollectors = await loadCollectors(flags["host-collectors"] !== undefined ? commaList(str("host-collectors")) : withNvml(["host"]));
+    const sinkNames = flags.sinks !== undefined ? commaList(str("sinks")) : ["prometheus"];
+    if (sinkNames.length === 0) throw new CpostError("usage", "--sinks is empty: a monitor with no sinks records nothing", { hint: "e.g. --sinks es,prometheus" });
+    checkSinkOptions(sinkOptions, sinkNames, []);
+    const factories = await loadSinkFactories(sinkNames);
+    const makeSinks = async (): Promise<Sink[]> => Promise.all(factories.map(({ factory }) => factory({ options: sinkOptions, out: process.stderr })));
+    const intervalMs = parseInterval(str("interval") ?? "1s");
+    const pollText = str("poll");
+    const engine = await connectDocker();
+    const log = (line: string) => process.stderr.write(`cpost monitor: ${line}\n`);
+    const monitor = await startMonitor({
+      listen, token, intervalMs, containerCollectors, hostCollectors, makeSinks, sinkNames, engine, log,
+      pollMs: pollText === undefined ? undefined : parseDuration(pollText, "--poll", 10, 60_000),
+      filters: { labels: lists?.label ?? [], names: lists?.name ?? [] },
+      warn: (line) => process.stderr.write(`warning: ${line}\n`),
+    });
+    const signal = await new Promise<string>((resolve) => {
+      const on = (name: string) => () => resolve(name);
+      process.once("SIGTERM", on("SIGTERM"));
+      process.once("SIGINT", on("SIGINT"));
+    });
+    log(`${signal}: stopping (the active session is ended and its sinks flushed)`);
+    await monitor.close();
+    log("stopped");
+    return 0;
+  },
+});
+
+const clientArgs = {
+  url: { type: "string", description: `the monitor's address (default $CPOST_MONITOR_URL or ${DEFAULT_MONITOR_URL})`, valueHint: "url" },
+  "token-file": { type: "string", description: "file holding the monitor's token (or CPOST_MONITOR_TOKEN)", valueHint: "file" },
+  timeout: { type: "string", description: "how long to wait for the answer (default 60s: stopping waits for the sinks to flush)", valueHint: "60s" },
+  json: { type: "boolean", description: "print the monitor's JSON answer" },
+} satisfies ArgsDef;
+
+interface ClientArgs {
+  url?: string;
+  "token-file"?: string;
+  timeout?: string;
+  json?: boolean;
+}
+
+/** One request to the monitor; a refusal becomes a CpostError carrying the monitor's own message. */
+async function ask(args: ClientArgs, method: "GET" | "POST", path: string, body?: unknown): Promise<Record<string, unknown>> {
+  const base = (args.url ?? process.env.CPOST_MONITOR_URL ?? DEFAULT_MONITOR_URL).replace(/\/+$/, "");
+  if (!/^https?:\/\/[^/]+$/.test(base)) throw new CpostError("usage", `--url ${base}: expected http://host:port`);
+  const token = readToken(args["token-file"]);
+  const timeoutMs = parseDuration(args.timeout ?? "60s", "--timeout", 100, 3_600_000);
+  let res: Response;
+  try {
+    res = await fetch(`${base}${path}`, {
+      method,
+      headers: { ...(token ? { Authorization: `Bearer ${token}` } : {}), ...(body ? { "Content-Type": "application/json" } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+  } catch (cause) {
+    const why = (cause as { code?: string }).code ?? (cause as Error).name;
+    throw new CpostError("unavailable", `no cpost monitor answers at ${base} (${why === "TimeoutError" ? `no answer within ${timeoutMs} ms` : why})`, {
+      cause,
+      hint: "start one with `cpost monitor serve`, or point --url (or CPOST_MONITOR_URL) at it",
+    });
+  }
+  const answer = (await res.json().catch(() => ({}))) as Record<string, unknown>;
+  if (!res.ok) {
+    throw new CpostError(res.status >= 500 ? "internal" : "usage", `monitor at ${base}: ${String(answer.error ?? res.statusText)}`, {
+      hint: typeof answer.hint === "string" ? answer.hint : undefined,
+    });
+  }
+  if (args.json) process.stdout.write(`${JSON.stringify(answer, null, 2)}\n`);
+  return answer;
+}
+
+interface SessionAnswer {
+  id: string;
+  job: string;
+  startedAtMs: number;
+  endedAtMs?: number;
+  samples: number;
+  containers: unknown[];
+}
+
+const start = defineCommand({
+  meta: { name: "start", description: "Start a monitoring session (what the Clara monitor-start operator did); prints its id." },
+  args: {
+    ...clientArgs,
+    job: { type: "string", description: "job or pipeline name the session's data carries (default monitor)", valueHint: "name" },
+    label: { type: "string", description: "key=value attached to every document and series of the session (repeat for more)", valueHint: "key=value" },
+  },
+  async run({ args, rawArgs }) {
+    const labels = parseLabels(takeRepeated(rawArgs, "label").values);
+    const answer = await ask(args, "POST", "/start", { ...(args.job ? { job: args.job } : {}), labels });
+    const s = answer.session as SessionAnswer;
+    if (!args.json) process.stdout.write(`session ${s.id} started: ${s.job} at ${new Date(s.startedAtMs).toISOString()}\n`);
+    return 0;
+  },
+});
+
+const stop = defineCommand({
+  meta: { name: "stop", description: "Stop the active monitoring session (what the Clara monitor-stop operator did); returns once the sinks have flushed." },
+  args: clientArgs,
+  async run({ args }) {
+    const answer = await ask(args, "POST", "/stop");
+    const s = answer.session as SessionAnswer;
+    if (!args.json) {
+      process.stdout.write(`session ${s.id} stopped: ${s.job}, ${s.samples} samples of ${s.containers.length} container${s.containers.length === 1 ? "" : "s"} and the host from ${new Date(s.startedAtMs).toISOString()} to ${new Date(s.endedAtMs!).toISOString()}\n`);
+    }
+    return 0;
+  },
+});
+
+const status = defineCommand({
+  meta: { name: "status", description: "Print the monitor's status (JSON): active session, containers watched, sinks." },
+  args: clientArgs,
+  async run({ args }) {
+    await ask({ ...args, json: true }, "GET", "/status");
+    return 0;
+  },
+});
+
+export default defineCommand({
+  meta: { name: "monitor", description: "Host monitor with an HTTP control API (serve), and its client (start, stop, status)." },
+  subCommands: { serve, start, stop, status },
+});

@@ -1,0 +1,149 @@
+/**
+ * `cpost size <pipeline.yaml> <input_dir> [--repeat N] [--policy ...] [--apply]`:
+ * runs the pipeline (N times), then recommends each operator's `requests`
+ * with what they rest on, and with --apply writes them into the pipeline
+ * file (comments and formatting kept) and prints the diff.
+ * `cpost size <pipeline.yaml> --from run1.msgpack [--from run2.msgpack]`
+ * sizes from recordings instead, under any policy.
+ */
+import { defineCommand, type ArgsDef } from "citty";
+import { relative } from "node:path";
+import { DEFAULT_COLLECTORS, builtinCollectors } from "../../../collectors/index.ts";
+import { builtinSinks } from "../../../plugins/index.ts";
+import { applyRequests, unifiedDiff, type RequestUpdate } from "../../pipeline/apply-requests.ts";
+import { CpostError, EXIT } from "../../contracts/errors.ts";
+import { SIZING_ARGS, SIZING_BOOLEAN_FLAGS, SIZING_VALUE_FLAGS, sizingRequestOf } from "../../run/limits.ts";
+import { loadPipeline } from "../../pipeline/pipeline.ts";
+import { readRecording, replayInto } from "../../sinks/recording.ts";
+import { defineSizingObserver, executeRepeated, formatRecommendations, formatSpread, type OperatorSizing } from "../../run/repeat.ts";
+import { CPOST_POLICY } from "../../sizing/sizing.ts";
+import { available, checkSinkOptions, commaList, parseFlags, runSettingsOf, sinkPrefixesOf, valueOf } from "./run.ts";
+
+const args = {
+  pipeline: { type: "positional", required: true, description: "pipeline definition file (Clara pipeline YAML); --apply writes into it", valueHint: "pipeline.yaml" },
+  input: { type: "positional", required: false, description: "input payload directory (not with --from)", valueHint: "input_dir" },
+  from: { type: "string", description: "size from this recording instead of running (repeatable; written by --sinks msgpack or --record)", valueHint: "run.msgpack" },
+  apply: { type: "boolean", description: "write the recommended requests (cpu, memory, and gpu where GPU metrics exist) into the pipeline file, keeping comments and formatting; prints the diff" },
+  ...SIZING_ARGS,
+  metrics_dir: { type: "string", description: "keep each run's CSVs and msgpack recording here (run-<i>/ with --repeat)", valueHint: "dir" },
+  models_dir: { type: "string", description: "Triton model repository, required if the pipeline uses Triton", valueHint: "dir" },
+  collectors: { type: "string", description: `collectors, comma-separated (default ${DEFAULT_COLLECTORS.join(",")})`, valueHint: "cgroup,blkio,nvml" },
+  sinks: { type: "string", description: "sinks for each run (default none; csv,msgpack with --metrics_dir)", valueHint: "table,csv" },
+  interval: { type: "string", description: "sampling interval: 10ms (default), 1ms, 1s", valueHint: "10ms" },
+  force: { type: "string", description: "on an operator failure: none (ask; stop without a terminal), cont (continue) or stop", valueHint: "none|cont|stop" },
+  verbose: { type: "boolean", alias: "v", description: "show engine details, container settings and each operator's output" },
+  quiet: { type: "boolean", description: "no console lines but the recommendations, warnings and errors" },
+  "triton-image": { type: "string", description: "Triton server image", valueHint: "image:tag" },
+} satisfies ArgsDef;
+
+/** `--from` may be given more than once; the run flags' parser keeps one value per flag. */
+function takeFromFlags(raw: string[]): { rest: string[]; from: string[] } {
+  const rest: string[] = [];
+  const from: string[] = [];
+  for (let i = 0; i < raw.length; i++) {
+    const arg = raw[i]!;
+    if (arg.startsWith("--from=")) from.push(arg.slice("--from=".length));
+    else if (arg === "--from") {
+      const value = raw[++i];
+      if (value === undefined || value.startsWith("--")) throw new CpostError("usage", "--from needs a recording file", { hint: "cpost size pipeline.yaml --from run.msgpack" });
+      from.push(value);
+    } else rest.push(arg);
+  }
+  return { rest, from };
+}
+
+/** The updates --apply writes: per operator what stands on firm ground, with why the rest is left out. */
+export function requestUpdates(sized: OperatorSizing[], operators: string[]): { updates: RequestUpdate[]; skipped: string[] } {
+  const updates: RequestUpdate[] = [];
+  const skipped: string[] = [];
+  for (const op of sized) {
+    if (!operators.includes(op.operator)) continue;
+    const rec = op.summary.recommendation;
+    const lower = rec.evidence?.lowerBound;
+    if (op.summary.samples === 0) skipped.push(`${op.operator}: no samples (${op.result.status}); requests left as they are`);
+    else if (op.result.status !== "succeeded") {
+      const why = op.result.oomKilled ? "it was OOM-killed, so its memory is only a lower bound; run again with --enforce-requests --retry-oom" : `it ${op.result.status}${op.result.exitCode === null ? "" : ` (exit code ${op.result.exitCode})`}`;
+      skipped.push(`${op.operator}: not applied: ${why}`);
+    } else {
+      if (lower?.cpu) skipped.push(`${op.operator}: cpu not applied: it was throttled under its CPU limit, so ${rec.cpu} is only a lower bound`);
+      if (lower?.memory) skipped.push(`${op.operator}: memory not applied: it was OOM-killed, so ${rec.memory} is only a lower bound`);
+      updates.push({ operator: op.operator, ...(lower?.cpu ? {} : { cpu: rec.cpu }), ...(lower?.memory ? {} : { memory: rec.memory }), ...(rec.gpu === undefined ? {} : { gpu: rec.gpu }) });
+    }
+  }
+  return { updates, skipped };
+}
+
+export default defineCommand({
+  meta: { name: "size", description: "Run a pipeline (or read recordings), recommend each operator's requests, and --apply them to the pipeline file." },
+  args,
+  async run({ rawArgs }) {
+    const { rest, from } = takeFromFlags(rawArgs);
+    const { positionals, flags, sinkOptions } = parseFlags(rest, {
+      values: ["metrics_dir", "models_dir", "collectors", "sinks", "interval", "triton-image", ...SIZING_VALUE_FLAGS],
+      booleans: ["apply", "verbose", "quiet", ...SIZING_BOOLEAN_FLAGS],
+      optionalValues: ["force"],
+      aliases: { v: "verbose" },
+      sinkPrefixes: sinkPrefixesOf(),
+    });
+    const str = valueOf(flags);
+    const expected = from.length > 0 ? 1 : 2;
+    if (positionals.length !== expected) {
+      throw new CpostError("usage", from.length > 0 ? `with --from, cpost size takes only the pipeline file (got ${positionals.length} arguments)` : `cpost size takes a pipeline file and an input directory (got ${positionals.length} argument${positionals.length === 1 ? "" : "s"})`, {
+        hint: "cpost size <pipeline.yaml> <input_dir> [--repeat N] [--apply], or cpost size <pipeline.yaml> --from run.msgpack",
+      });
+    }
+    const sizing = sizingRequestOf(flags);
+    const policy = sizing.policy ?? CPOST_POLICY;
+    const pipelineFile = positionals[0]!;
+    const { pipeline } = loadPipeline(pipelineFile);
+    const observer = defineSizingObserver(policy);
+    let code: number = EXIT.ok;
+
+    if (from.length > 0) {
+      if (sizing.repeat > 1 || sizing.enforceRequests || sizing.retryOomCapMb !== undefined) {
+        throw new CpostError("usage", "--repeat, --enforce-requests and --retry-oom are for live runs, not --from", { hint: "give each recording with --from instead" });
+      }
+      for (const file of from) {
+        const recording = readRecording(file);
+        if (!recording.complete) process.stderr.write(`warning: ${file} ends before its run did; sizing on what it holds\n`);
+        if (recording.run.pipeline.name !== pipeline.name) process.stderr.write(`warning: ${file} recorded pipeline "${recording.run.pipeline.name}", not "${pipeline.name}"\n`);
+        await replayInto(recording, [observer.sink], { policy });
+      }
+    } else {
+      const settings = runSettingsOf(flags);
+      const sinks = flags.sinks !== undefined ? commaList(str("sinks")) : settings.metricsDir ? available(["csv", "msgpack"], builtinSinks, "sink") : [];
+      const collectors = flags.collectors !== undefined ? commaList(str("collectors")) : available(DEFAULT_COLLECTORS, builtinCollectors, "collector");
+      checkSinkOptions(sinkOptions, sinks, collectors);
+      code = await executeRepeated(
+        {
+          pipeline: pipelineFile,
+          input: positionals[1]!,
+          ...settings,
+          keepOutputs: false,
+          collectors,
+          sinks,
+          sizing,
+          sinkOptions,
+        },
+        observer,
+      );
+    }
+
+    const sized = observer.finish();
+    const runs = observer.runs;
+    process.stdout.write(`\n${formatSpread(sized, runs)}${formatRecommendations(sized, policy)}`);
+    if (flags.apply !== true) return code;
+
+    const { updates, skipped } = requestUpdates(sized, pipeline.operators.map((o) => o.name));
+    for (const line of skipped) process.stderr.write(`warning: ${line}\n`);
+    const applied = applyRequests(pipelineFile, updates);
+    if (applied.changed.length === 0) {
+      process.stdout.write(`\nrequests already match; file unchanged (${pipelineFile})\n`);
+      return code;
+    }
+    const name = relative(process.cwd(), pipelineFile) || pipelineFile;
+    process.stdout.write(`\n${unifiedDiff(applied.before, applied.text, `a/${name}`, `b/${name}`)}`);
+    process.stdout.write(`Wrote the requests of ${applied.changed.join(", ")} into ${pipelineFile}\n`);
+    return code;
+  },
+});

@@ -1,0 +1,370 @@
+/**
+ * Loads collector and sink plugins from the files the user named
+ * (`--collector-plugin`, `--sink-plugin`, CPOST_PLUGIN_PATH) with `import()`
+ * at run time, also in the compiled binary, and never from the working
+ * directory implicitly. Checks each plugin's shape and name (a plugin cannot
+ * take a built-in's name), and adapts it to the Collector and SinkFactory
+ * contracts of core/contracts/types.ts with its failures wrapped at the boundary:
+ * every error names the plugin file or the plugin and hook.
+ */
+import { existsSync, readdirSync, realpathSync, statSync } from "node:fs";
+import { basename, join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { builtinCollectors, loadCollectors } from "../../collectors/index.ts";
+import { builtinSinks, loadSinkFactories, SINK_ALIASES, sinkName } from "../../plugins/index.ts";
+import { CpostError, pluginError } from "../contracts/errors.ts";
+import { columnKey, defineCollector, defineSink, isUnavailable, type CollectorPlugin, type PluginOptions, type SinkHooks, type SinkPlugin } from "../contracts/plugin-sdk.ts";
+import type { Collector, MetricBuffer, MetricUnit, Probe, SinkFactory, SinkOptions, Target, Unavailable } from "../contracts/types.ts";
+
+/** The environment variable naming plugin files and directories, `:`-separated. */
+export const PLUGIN_PATH_ENV = "CPOST_PLUGIN_PATH";
+
+/** A plugin as loaded: its checked definition and where it came from. */
+export type LoadedPlugin =
+  | { kind: "collector"; name: string; file: string; display: string; enabled: boolean; definition: CollectorPlugin }
+  | { kind: "sink"; name: string; file: string; display: string; enabled: boolean; definition: SinkPlugin };
+
+/** The plugins of one command. */
+export interface PluginSet {
+  readonly plugins: readonly LoadedPlugin[];
+  collector(name: string): Extract<LoadedPlugin, { kind: "collector" }> | undefined;
+  sink(name: string): Extract<LoadedPlugin, { kind: "sink" }> | undefined;
+  /** Plugins given by flag: the run uses them without being asked by name. */
+  enabled(kind: LoadedPlugin["kind"]): string[];
+}
+
+/** Plugin files named on a command line, before its other flags can be read (they depend on the plugins' names). */
+export interface PluginFlags {
+  collectorFiles: string[];
+  sinkFiles: string[];
+}
+
+const FLAGS = { "collector-plugin": "collectorFiles", "sink-plugin": "sinkFiles" } as const;
+const NAME = /^[a-z][a-z0-9-]*$/;
+const UNITS: readonly MetricUnit[] = ["ns", "percent", "bytes", "count", "ops", "watts", "celsius", "mhz", "us", "ratio"];
+const PLUGIN_FILE = /\.(ts|mts|js|mjs)$/;
+
+/** Finds `--collector-plugin FILE` and `--sink-plugin FILE` (also `=FILE`, `_` spellings), repeatable. */
+export function scanPluginFlags(raw: readonly string[]): PluginFlags {
+  const found: PluginFlags = { collectorFiles: [], sinkFiles: [] };
+  for (let i = 0; i < raw.length; i++) {
+    const arg = raw[i]!;
+    if (arg === "--") break;
+    const [flag, inline] = arg.startsWith("--") ? [arg.slice(2).split("=")[0]!.replace(/_/g, "-"), arg.includes("=") ? arg.slice(arg.indexOf("=") + 1) : undefined] : ["", undefined];
+    if (!(flag in FLAGS)) continue;
+    const value = inline ?? raw[++i];
+    if (value === undefined || value === "" || (inline === undefined && value.startsWith("--"))) {
+      throw new CpostError("usage", `--${flag} needs a plugin file`, { hint: `--${flag} ./my-plugin.ts (repeatable)` });
+    }
+    found[FLAGS[flag as keyof typeof FLAGS]].push(value);
+  }
+  return found;
+}
+
+/** The plugin files of CPOST_PLUGIN_PATH: files as listed; for a directory, its *.ts/*.mts/*.js/*.mjs and its subdirectories' index files. */
+export function pluginPathFiles(pluginPath: string | undefined): string[] {
+  const files: string[] = [];
+  for (const entry of (pluginPath ?? "").split(":").filter(Boolean)) {
+    const path = resolve(entry);
+    let isDir: boolean;
+    try {
+      isDir = statSync(path).isDirectory();
+    } catch {
+      throw new CpostError("plugin", `${PLUGIN_PATH_ENV}: ${entry} does not exist`, { hint: `list plugin files or directories in ${PLUGIN_PATH_ENV}, separated by ':'` });
+    }
+    if (!isDir) {
+      files.push(path);
+      continue;
+    }
+    for (const name of readdirSync(path).sort()) {
+      if (name.startsWith(".") || name === "node_modules") continue;
+      const full = join(path, name);
+      if (statSync(full).isDirectory()) {
+        const index = indexFileOf(full);
+        if (index) files.push(index);
+      } else if (PLUGIN_FILE.test(name) && !/\.d\.m?ts$|\.test\.|\.spec\./.test(name)) files.push(full);
+    }
+  }
+  return files;
+}
+
+let sdkServed = false;
+
+/** Serves the module "cpost" (the SDK's runtime half) to plugins that import it as a value; also in the compiled binary. */
+function serveSdkModule(): void {
+  if (sdkServed) return;
+  sdkServed = true;
+  const exports = { defineCollector, defineSink, columnKey, isUnavailable };
+  Bun.plugin({
+    name: "cpost-sdk",
+    setup(build) {
+      build.module("cpost", () => ({ exports, loader: "object" }));
+    },
+  });
+}
+
+const INDEX_FILES = ["index.ts", "index.mts", "index.js", "index.mjs"];
+
+/** A directory's plugin index file, if it has one. */
+const indexFileOf = (dir: string): string | undefined => INDEX_FILES.map((i) => join(dir, i)).find((i) => existsSync(i));
+
+/** A plugin directory's index file, or the path itself. */
+function entryOf(path: string): string {
+  if (!existsSync(path) || !statSync(path).isDirectory()) return path;
+  return indexFileOf(path) ?? join(path, INDEX_FILES[0]!);
+}
+
+/** Imports one plugin file (or a directory's index file) and checks its default export; errors name the file as the user gave it. */
+export async function importPlugin(file: string, display = file): Promise<CollectorPlugin | SinkPlugin> {
+  const path = entryOf(resolve(file));
+  const fail = (why: string, hint: string, cause?: unknown) => new CpostError("plugin", `plugin ${display}: ${why}`, { hint, cause });
+  if (!existsSync(path)) throw fail(`cannot load: no such file${path === resolve(file) ? "" : ` (${path})`}`, "check the path (relative paths are from the current directory); a directory needs an index.ts or index.js");
+  serveSdkModule();
+  let module: { default?: unknown };
+  try {
+    module = (await import(pathToFileURL(path).href)) as { default?: unknown };
+  } catch (thrown) {
+    throw fail(`cannot load: ${loadFailure(thrown)}`, "fix the plugin file (or run it with `bun` to see the whole error), or leave it out", thrown);
+  }
+  const plugin = module.default;
+  const fix = "end the plugin file with `export default defineCollector({ … })` or `export default defineSink({ … })`; see docs/plugins.md";
+  if (plugin === undefined) throw fail("has no default export", fix);
+  if (typeof plugin !== "object" || plugin === null) throw fail(`its default export is a ${plugin === null ? "null" : typeof plugin}, not a plugin`, fix);
+  const shape = plugin as Record<string, unknown>;
+  const problems = [...checkName(shape), ...(typeof shape.open === "function" ? checkCollector(shape) : typeof shape.create === "function" ? checkSink(shape) : ["neither open(target) (a collector) nor create(context) (a sink) is a function"])];
+  if (problems.length > 0) throw fail(`is not a valid plugin: ${problems.join("; ")}`, fix);
+  return plugin as CollectorPlugin | SinkPlugin;
+}
+
+/** Bun's build errors carry file:line:column; other errors their message. */
+function loadFailure(thrown: unknown): string {
+  const errors = thrown instanceof AggregateError ? thrown.errors : [thrown];
+  return errors
+    .map((e: unknown) => {
+      const position = (e as { position?: { file?: string; line?: number; column?: number } } | null)?.position;
+      const message = e instanceof Error || (typeof e === "object" && e !== null && "message" in e) ? String((e as { message: unknown }).message) : String(e);
+      return position?.file ? `${position.file}:${position.line}:${position.column}: ${message}` : message;
+    })
+    .join("; ");
+}
+
+function checkName(shape: Record<string, unknown>): string[] {
+  const problems: string[] = [];
+  if (typeof shape.name !== "string" || !NAME.test(shape.name)) problems.push(`name ${JSON.stringify(shape.name)} is not a name of lowercase letters, digits and '-'`);
+  if (typeof shape.description !== "string") problems.push("description is not a string");
+  if (shape.options !== undefined) {
+    if (typeof shape.options !== "object" || shape.options === null) problems.push("options is not an object");
+    else {
+      for (const [key, option] of Object.entries(shape.options)) {
+        const o = option as Record<string, unknown> | null;
+        if (!NAME.test(key)) problems.push(`option ${JSON.stringify(key)} is not a name of lowercase letters, digits and '-'`);
+        if (typeof o?.description !== "string") problems.push(`option ${key} has no description`);
+        if (o?.default !== undefined && typeof o.default !== "string") problems.push(`option ${key}: default is not a string`);
+      }
+    }
+  }
+  return problems;
+}
+
+function checkCollector(shape: Record<string, unknown>): string[] {
+  if (typeof shape.create === "function") return ["it has both open (a collector) and create (a sink)"];
+  if (shape.dispose !== undefined && typeof shape.dispose !== "function") return ["dispose is not a function"];
+  if (!Array.isArray(shape.metrics)) return ["metrics is not an array of metric specs"];
+  const problems: string[] = [];
+  shape.metrics.forEach((m: Record<string, unknown> | null, i) => {
+    if (typeof m?.name !== "string" || !/^[a-z0-9_]+(\.[a-z0-9_]+)+$/.test(m.name)) problems.push(`metrics[${i}].name ${JSON.stringify(m?.name)} is not a dotted name like proc.threads`);
+    if (!UNITS.includes(m?.unit as MetricUnit)) problems.push(`metrics[${i}].unit ${JSON.stringify(m?.unit)} is not one of ${UNITS.join(", ")}`);
+    if (m?.kind !== "gauge" && m?.kind !== "counter") problems.push(`metrics[${i}].kind ${JSON.stringify(m?.kind)} is neither gauge nor counter`);
+  });
+  return problems;
+}
+
+function checkSink(shape: Record<string, unknown>): string[] {
+  return "metrics" in shape ? ["a sink has no metrics (is it a collector without open?)"] : [];
+}
+
+/** Loads the named plugin files and CPOST_PLUGIN_PATH's; a name taken by a built-in or by another file is an error. */
+export async function loadPlugins(request: Partial<PluginFlags> & { pluginPath?: string }): Promise<PluginSet> {
+  const wanted: Array<{ kind: LoadedPlugin["kind"] | "any"; display: string; enabled: boolean }> = [
+    ...(request.collectorFiles ?? []).map((display) => ({ kind: "collector" as const, display, enabled: true })),
+    ...(request.sinkFiles ?? []).map((display) => ({ kind: "sink" as const, display, enabled: true })),
+    ...pluginPathFiles(request.pluginPath).map((display) => ({ kind: "any" as const, display, enabled: false })),
+  ];
+  const plugins: LoadedPlugin[] = [];
+  const byFile = new Map<string, LoadedPlugin>();
+  for (const want of wanted) {
+    const entry = entryOf(resolve(want.display));
+    const file = existsSync(entry) ? realpathSync(entry) : entry;
+    const known = byFile.get(file);
+    if (known) {
+      if (want.kind !== "any" && known.kind !== want.kind) throw wrongKind(want.display, known.kind);
+      known.enabled ||= want.enabled;
+      continue;
+    }
+    const definition = await importPlugin(file, want.display);
+    const kind = "open" in definition ? "collector" : "sink";
+    if (want.kind !== "any" && want.kind !== kind) throw wrongKind(want.display, kind);
+    const loaded = { kind, name: definition.name, file, display: want.display, enabled: want.enabled, definition } as LoadedPlugin;
+    const builtin = builtinKind(loaded.name);
+    if (builtin) {
+      throw new CpostError("plugin", `plugin ${want.display}: its name "${loaded.name}" is the built-in ${builtin}'s; a plugin cannot replace a built-in`, { hint: "give the plugin a name of its own" });
+    }
+    const twin = plugins.find((p) => p.name === loaded.name);
+    if (twin) {
+      throw new CpostError("plugin", `plugins ${twin.display} and ${want.display} are both named "${loaded.name}"`, { hint: "load one of them, or rename one" });
+    }
+    plugins.push(loaded);
+    byFile.set(file, loaded);
+  }
+  return {
+    plugins,
+    collector: (name) => plugins.find((p): p is Extract<LoadedPlugin, { kind: "collector" }> => p.kind === "collector" && p.name === name),
+    sink: (name) => plugins.find((p): p is Extract<LoadedPlugin, { kind: "sink" }> => p.kind === "sink" && p.name === name),
+    enabled: (kind) => plugins.filter((p) => p.kind === kind && p.enabled).map((p) => p.name),
+  };
+}
+
+function wrongKind(display: string, kind: LoadedPlugin["kind"]): CpostError {
+  const other = kind === "collector" ? "sink" : "collector";
+  return new CpostError("plugin", `plugin ${display} is a ${kind} plugin, not a ${other}`, { hint: `load it with --${kind}-plugin` });
+}
+
+function builtinKind(name: string): string | undefined {
+  if (Object.hasOwn(builtinCollectors, name)) return `collector ${name}`;
+  if (Object.hasOwn(builtinSinks, name) || Object.hasOwn(SINK_ALIASES, name)) return `sink ${sinkName(name)}`;
+  return undefined;
+}
+
+/** A plugin's option values from the pass-through `--<plugin>-<option> VALUE` flags (keyed `<plugin>-<option>`). */
+export function optionValues(plugin: Pick<LoadedPlugin, "name" | "kind" | "display"> & { definition: { options?: PluginOptions } }, given: Record<string, string | undefined>): Record<string, string | undefined> {
+  const declared = plugin.definition.options ?? {};
+  const prefix = `${plugin.name}-`;
+  const listing = Object.keys(declared).map((o) => `--${prefix}${o}`).join(", ") || "none";
+  const values: Record<string, string | undefined> = {};
+  for (const [key, value] of Object.entries(given)) {
+    if (!key.startsWith(prefix)) continue;
+    const option = key.slice(prefix.length);
+    if (!Object.hasOwn(declared, option)) throw new CpostError("usage", `--${key}: ${plugin.kind} plugin ${plugin.name} has no option ${option}`, { hint: `its options: ${listing}` });
+    values[option] = value;
+  }
+  for (const [option, spec] of Object.entries(declared)) {
+    values[option] ??= spec.default;
+    if (spec.required && values[option] === undefined) {
+      throw new CpostError("usage", `--${prefix}${option} is required by ${plugin.kind} plugin ${plugin.name} (${plugin.display})`, { hint: `--${prefix}${option} VALUE: ${spec.description}` });
+    }
+  }
+  return values;
+}
+
+/**
+ * The plugin as a Collector. A collector whose open or read throws is
+ * disabled for the rest of the run: the sampler says the error once, and
+ * later opens get an empty probe that says why in its source.
+ */
+export function collectorOf(definition: CollectorPlugin, file: string, options: Record<string, string | undefined>): Collector {
+  let disabled: string | undefined;
+  const context = { options } as Parameters<CollectorPlugin["open"]>[1];
+  const silent = (why: string): Probe => ({ metrics: [], source: `disabled: ${why}`, read: () => false, close() {} });
+  return {
+    name: definition.name,
+    description: definition.description,
+    metrics: definition.metrics,
+    portable: { module: pathToFileURL(file).href, options },
+    open(target: Target): Probe | Unavailable {
+      if (disabled) return silent(disabled);
+      let opened: Probe | Unavailable;
+      try {
+        opened = definition.open(target, context);
+        if (typeof opened !== "object" || opened === null) throw new Error(`open returned ${String(opened)}, not a probe or { unavailable }`);
+        if (isUnavailable(opened)) return opened;
+        if (!Array.isArray(opened.metrics) || typeof opened.read !== "function") throw new Error("open returned a probe without a metrics array and a read function");
+      } catch (thrown) {
+        disabled = "its open failed earlier in this run";
+        throw thrown;
+      }
+      const probe = opened;
+      return {
+        metrics: probe.metrics,
+        source: typeof probe.source === "string" ? probe.source : `plugin ${basename(file)}`,
+        read(out: MetricBuffer): boolean {
+          try {
+            return probe.read(out);
+          } catch (thrown) {
+            disabled = "its read failed earlier in this run";
+            throw thrown;
+          }
+        },
+        close() {
+          try {
+            probe.close?.();
+          } catch {
+            // close must not throw; the probe is gone either way
+          }
+        },
+      };
+    },
+    dispose: definition.dispose ? () => definition.dispose!() : undefined,
+  };
+}
+
+/** How the sampling thread rebuilds a plugin collector from its `portable` recipe (module = the plugin's file URL). */
+export async function createPluginCollector(module: string, options: Record<string, string | number | boolean | undefined> = {}): Promise<Collector> {
+  const file = fileURLToPath(module);
+  const definition = await importPlugin(file);
+  if (!("open" in definition)) throw new CpostError("plugin", `plugin ${file} is no longer a collector plugin`);
+  return collectorOf(definition, file, Object.fromEntries(Object.entries(options).map(([k, v]) => [k, v === undefined ? undefined : String(v)])));
+}
+
+/** The plugin as a SinkFactory: options checked, `create` and every hook wrapped with the plugin's name. */
+export function sinkFactoryOf(plugin: Extract<LoadedPlugin, { kind: "sink" }>): SinkFactory {
+  const { definition } = plugin;
+  return async (sinkOptions: SinkOptions) => {
+    const options = optionValues(plugin, sinkOptions.options);
+    let hooks: SinkHooks;
+    try {
+      hooks = await definition.create({ options, metricsDir: sinkOptions.metricsDir, out: sinkOptions.out ?? process.stdout } as Parameters<SinkPlugin["create"]>[0]);
+    } catch (thrown) {
+      throw thrown instanceof CpostError ? thrown : pluginError(definition.name, "create", thrown);
+    }
+    if (typeof hooks !== "object" || hooks === null) throw pluginError(definition.name, "create", new Error(`returned ${String(hooks)}, not an object of hooks`));
+    return {
+      name: definition.name,
+      start: (run) => hooks.start?.(run),
+      operatorStart: (operator) => hooks.operatorStart?.(operator),
+      write: (batch) => hooks.write?.(batch),
+      operatorDone: (result, summary) => hooks.operatorDone?.(result, summary),
+      end: (result) => hooks.end?.(result),
+    };
+  };
+}
+
+/** The run's collectors by name: built-ins from the registry, plugins adapted with their options. */
+export async function resolveCollectors(names: readonly string[], plugins: PluginSet | undefined, given: Record<string, string | undefined>): Promise<Collector[]> {
+  const out: Collector[] = [];
+  for (const name of names) {
+    const plugin = plugins?.collector(name);
+    if (Object.hasOwn(builtinCollectors, name)) out.push(...(await loadCollectors([name])));
+    else if (plugin) out.push(collectorOf(plugin.definition, plugin.file, optionValues(plugin, given)));
+    else throw unknown("collector", name, Object.keys(builtinCollectors), plugins);
+  }
+  return out;
+}
+
+/** The run's sink factories by name: built-ins (and aliases) from the registry, plugins adapted. */
+export async function resolveSinkFactories(names: readonly string[], plugins: PluginSet | undefined): Promise<Array<{ name: string; factory: SinkFactory }>> {
+  const out: Array<{ name: string; factory: SinkFactory }> = [];
+  for (const name of names) {
+    const plugin = plugins?.sink(name);
+    if (Object.hasOwn(builtinSinks, sinkName(name))) out.push(...(await loadSinkFactories([name])));
+    else if (plugin) out.push({ name, factory: sinkFactoryOf(plugin) });
+    else throw unknown("sink", name, [...Object.keys(builtinSinks), ...Object.keys(SINK_ALIASES)], plugins);
+  }
+  return out;
+}
+
+function unknown(kind: LoadedPlugin["kind"], name: string, builtins: string[], plugins: PluginSet | undefined): CpostError {
+  const loaded = plugins?.plugins.filter((p) => p.kind === kind).map((p) => p.name) ?? [];
+  return new CpostError("usage", `unknown ${kind} "${name}"`, {
+    hint: `built-in ${kind}s: ${builtins.join(", ")}${loaded.length ? `; plugin ${kind}s: ${loaded.join(", ")}` : ""}; load a plugin with --${kind}-plugin FILE or ${PLUGIN_PATH_ENV}; see \`cpost plugins\``,
+  });
+}

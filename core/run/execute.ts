@@ -1,0 +1,99 @@
+/**
+ * One run of a pipeline as the command line asked for it: the pipeline
+ * loaded and checked, collectors and sinks resolved (built-ins and plugins),
+ * the runner driven under Ctrl-C handling, the exit code. `cpost run` and
+ * the CPOST-compatible form come here through repeat.ts's executeRequest.
+ */
+import { dirname, resolve } from "node:path";
+import { builtinSinks, sinkName } from "../../plugins/index.ts";
+import { CpostError, EXIT } from "../contracts/errors.ts";
+import type { Sink } from "../contracts/types.ts";
+import { formatWarning, loadPipeline } from "../pipeline/pipeline.ts";
+import { resolveCollectors, resolveSinkFactories, type PluginSet } from "../registry/plugin-loader.ts";
+import type { SizingRequest } from "./limits.ts";
+import { checkInputs, checkWritableDir, interruptSignals, runPipeline } from "./runner.ts";
+
+/** What one run was asked for, from either command form. */
+export interface RunRequest {
+  pipeline: string;
+  input: string;
+  metricsDir?: string;
+  modelsDir?: string;
+  force: "none" | "cont" | "stop";
+  verbose: boolean;
+  quiet: boolean;
+  keepOutputs: boolean;
+  collectors: string[];
+  sinks: string[];
+  intervalMs: number;
+  record?: string;
+  /** Sizing policy, --repeat, --enforce-requests, --retry-oom (core/run/limits.ts); absent: one run, CPOST's rule. */
+  sizing?: SizingRequest;
+  /** An extra sink fed with the run (the --repeat and `cpost size` bookkeeping, core/run/repeat.ts). */
+  observer?: Sink;
+  tritonImage?: string;
+  /** `--<sink>-<option> value` flags, keyed `<sink>-<option>` (also a collector plugin's `--<collector>-<option>`). */
+  sinkOptions: Record<string, string>;
+  /** Loaded plugins whose names `collectors` and `sinks` may use. */
+  plugins?: PluginSet;
+}
+
+/** Runs a pipeline once as asked; the exit code (0 all succeeded, 1 an operator failed or was skipped). `--repeat`: repeat.ts. */
+export async function executeRun(request: RunRequest): Promise<number> {
+  const { pipeline, warnings } = loadPipeline(request.pipeline);
+  for (const w of warnings) process.stderr.write(`warning: ${formatWarning(w)}\n`);
+  // Before any sink creates a file or the engine is asked anything.
+  checkInputs({ pipeline, inputDir: request.input, metricsDir: request.metricsDir, modelsDir: request.modelsDir });
+  if (request.record !== undefined) checkWritableDir(dirname(resolve(request.record)), "--record", "give --record a file in a directory cpost can create and write to");
+
+  // nvml is never in the defaults: named, it was asked for, and a run without it would not be what was asked
+  if (request.collectors.includes("nvml")) {
+    const nvml = await import("../../collectors/nvml/index.ts");
+    const availability = nvml.nvmlAvailability();
+    nvml.default.dispose?.(); // the check's handle; the sampling thread opens its own
+    if (!availability.ok) {
+      throw new CpostError("usage", `--collectors nvml: NVML is not available on this host: ${availability.reason}`, {
+        hint: "leave nvml out of --collectors to run without GPU metrics",
+      });
+    }
+  }
+  const collectors = await resolveCollectors(request.collectors, request.plugins, request.sinkOptions);
+  const sinkNames = [...request.sinks];
+  const sinkOptions: Record<string, string | undefined> = { ...request.sinkOptions };
+  if (request.record !== undefined) {
+    if (!sinkNames.map(sinkName).includes("msgpack")) sinkNames.push("msgpack");
+    sinkOptions["msgpack-file"] = resolve(request.record);
+  }
+  if (!request.quiet && process.stderr.isTTY && "progress" in builtinSinks && !sinkNames.includes("progress")) sinkNames.push("progress");
+  const sinks: Sink[] = [];
+  for (const { name, factory } of await resolveSinkFactories(sinkNames, request.plugins)) {
+    sinks.push(await factory({ metricsDir: request.metricsDir, options: sinkOptions, ...(name === "progress" ? {} : { out: process.stdout }) }));
+  }
+  if (request.observer) sinks.push(request.observer);
+
+  const interrupt = interruptSignals((name) => process.stderr.write(`\n${name}: stopping; cleaning up (press Ctrl-C again to force)\n`));
+  try {
+    const result = await runPipeline({
+      pipeline,
+      inputDir: request.input,
+      metricsDir: request.metricsDir,
+      modelsDir: request.modelsDir,
+      collectors,
+      sinks,
+      sinkNames,
+      intervalMs: request.intervalMs,
+      force: request.force,
+      verbose: request.verbose,
+      quiet: request.quiet,
+      keepOutputs: request.keepOutputs,
+      tritonImage: request.tritonImage,
+      sizing: request.sizing,
+      signal: interrupt.signal,
+      forceSignal: interrupt.forceSignal,
+    });
+    return result.results.every((r) => r.status === "succeeded") ? EXIT.ok : EXIT.operatorFailed;
+  } finally {
+    interrupt.dispose();
+  }
+}
+
