@@ -8,7 +8,8 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { parseFlags, parseForce, parseInterval } from "../core/cli/commands/run.ts";
+import { parseForce, parseInterval } from "../core/cli/commands/run.ts";
+import { parseArgs, type FlagsDef } from "../core/cli/flags.ts";
 import { CpostError } from "../core/contracts/errors.ts";
 import { loadCollectors } from "../collectors/index.ts";
 import { loadPipeline } from "../core/pipeline/pipeline.ts";
@@ -486,7 +487,14 @@ describe("flags", () => {
   test("--force, bare or with a value, and pass-through sink options", () => {
     expect(parseForce(undefined)).toBe("none");
     expect(() => parseForce("maybe")).toThrow("expected none, cont or stop");
-    const spec = { values: ["metrics_dir", "sinks"], booleans: ["verbose"], optionalValues: ["force"], aliases: { v: "verbose" }, sinkPrefixes: ["es", "elasticsearch", "csv"] };
+    const args: FlagsDef = {
+      metrics_dir: { type: "string" },
+      sinks: { type: "string" },
+      verbose: { type: "boolean", alias: "v" },
+      force: { type: "string", optionalValue: ["none", "cont", "stop"] },
+    };
+    const parseFlags = (raw: string[], options: { sinkPrefixes: string[] }) => parseArgs(raw, args, options);
+    const spec = { sinkPrefixes: ["es", "elasticsearch", "csv"] };
     expect(parseFlags(["p.yaml", "--force", "--metrics-dir=m", "in", "-v"], spec)).toEqual({ positionals: ["p.yaml", "in"], flags: { force: true, "metrics-dir": "m", verbose: true }, sinkOptions: {} });
     expect(parseFlags(["--force", "stop", "p.yaml", "in", "--es-url", "http://127.0.0.1:9200"], spec)).toEqual({
       positionals: ["p.yaml", "in"],

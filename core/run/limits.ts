@@ -8,7 +8,7 @@
  */
 import { totalmem } from "node:os";
 import { CpostError } from "../contracts/errors.ts";
-import { POLICY_ARGS, POLICY_FLAG_NAMES, policyFlagsOf, policyFromFlags, type SizingPolicy } from "../sizing/sizing.ts";
+import { POLICY_ARGS, policyFlagsOf, policyFromFlags, type SizingPolicy } from "../sizing/sizing.ts";
 import type { ContainerLimits, Operator, OperatorAttempt, OperatorResult } from "../contracts/types.ts";
 
 /** How sizing shapes a run (RunOptions.sizing). */
@@ -90,10 +90,6 @@ export const SIZING_ARGS = {
   "retry-oom-cap": { type: "string", description: "largest memory limit --retry-oom tries, MB (default: this host's memory)", valueHint: "MB" },
 } as const;
 
-/** Value flags among SIZING_ARGS, as parseFlags takes them. */
-export const SIZING_VALUE_FLAGS = ["repeat", "retry-oom-cap", ...POLICY_FLAG_NAMES];
-/** Boolean flags among SIZING_ARGS. */
-export const SIZING_BOOLEAN_FLAGS = ["enforce-requests", "retry-oom"];
 /** Most runs `--repeat` takes. */
 const MAX_REPEAT = 1000;
 

@@ -577,8 +577,6 @@ export const POLICY_ARGS = {
   "memory-step": { type: "string", description: "memory requests are multiples of this, MB (default 256, as the original)", valueHint: "256" },
 } as const;
 
-/** Names of the value flags above, as parseFlags takes them. */
-export const POLICY_FLAG_NAMES = Object.keys(POLICY_ARGS);
 
 /** The PolicyFlags among parsed `--flag value` pairs (keys with `-`). */
 export function policyFlagsOf(flags: Record<string, string | true | undefined>): PolicyFlags {

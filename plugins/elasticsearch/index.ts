@@ -9,6 +9,7 @@
 import { createHash } from "node:crypto";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { parseDuration, parseSize } from "../../core/contracts/units.ts";
 import { CpostError } from "../../core/contracts/errors.ts";
 import type { RunInfo, SampleBatch, SinkFactory } from "../../core/contracts/types.ts";
 import { checkAuth, esConnection, esRequest } from "./client.ts";
@@ -16,20 +17,14 @@ import { defineDelivery } from "./delivery.ts";
 import { defineEncoder, type DocumentEncoder } from "./documents.ts";
 import { openSpool } from "./spool.ts";
 
-/** `10s`, `500ms`, `2m`; a bare number is milliseconds. */
-export function parseDuration(text: string | undefined, fallbackMs: number, option: string): number {
-  if (text === undefined) return fallbackMs;
-  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m)?$/.exec(text.trim());
-  if (!m) throw new CpostError("input", `--${option} ${JSON.stringify(text)} is not a duration`, { hint: "e.g. 500ms, 10s, 2m" });
-  return Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000 }[m[2] ?? "ms"] ?? 1);
+/** A duration sink option (`10s`, `500ms`, `2m`, bare ms), or its default. */
+export function optionMs(text: string | undefined, fallbackMs: number, option: string): number {
+  return text === undefined ? fallbackMs : parseDuration(text, { flag: `--${option}`, code: "input" });
 }
 
-/** `1G`, `512M`, `64KiB`, plain bytes. */
-function parseSize(text: string | undefined, fallback: number, option: string): number {
-  if (text === undefined) return fallback;
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(text.trim());
-  if (!m) throw new CpostError("input", `--${option} ${JSON.stringify(text)} is not a size`, { hint: "e.g. 1G, 512M, 100000000" });
-  return Math.floor(Number(m[1]) * 1024 ** "_kmgt".indexOf((m[2] || "_").toLowerCase()));
+/** A size sink option (`1G`, `512M`, plain bytes), or its default. */
+function optionBytes(text: string | undefined, fallback: number, option: string): number {
+  return text === undefined ? fallback : parseSize(text, `--${option}`, "input");
 }
 
 /** A whole number of at least `min`. */
@@ -51,21 +46,21 @@ const elasticsearch: SinkFactory = ({ options: given, out }) => {
   if (!/^[a-z0-9_]{1,100}$/.test(namespace)) {
     throw new CpostError("input", `--es-namespace ${JSON.stringify(namespace)} cannot be part of a data stream name`, { hint: "lowercase letters, digits and _ only (no -), e.g. --es-namespace lab_3" });
   }
-  conn.timeoutMs = parseDuration(options["es-timeout"], 30_000, "es-timeout");
-  const endMs = parseDuration(options["es-end-timeout"], 10_000, "es-end-timeout");
+  conn.timeoutMs = optionMs(options["es-timeout"], 30_000, "es-timeout");
+  const endMs = optionMs(options["es-end-timeout"], 10_000, "es-end-timeout");
   const cache = process.env.XDG_CACHE_HOME || join(homedir(), ".cache");
   // One spool per cluster, so documents held for one are never sent to another.
   const cluster = `${new URL(conn.url).host.replace(/[^\w.-]/g, "_")}-${createHash("sha256").update(conn.url).digest("hex").slice(0, 8)}`;
-  const spool = openSpool(join(options["es-spool-dir"] ?? join(cache, "cpost", "es-spool"), cluster), parseSize(options["es-spool-max"], 2 ** 30, "es-spool-max"));
+  const spool = openSpool(join(options["es-spool-dir"] ?? join(cache, "cpost", "es-spool"), cluster), optionBytes(options["es-spool-max"], 2 ** 30, "es-spool-max"));
   const print = (line: string) => (out ?? process.stderr).write(`${line}\n`);
   const said = new Set<string>();
   const delivery = defineDelivery({
     conn,
     spool,
-    retry: { retries: parseCount(options["es-retries"], 5, "es-retries"), backoffMs: 200, backoffMaxMs: parseDuration(options["es-backoff-max"], 10_000, "es-backoff-max") },
+    retry: { retries: parseCount(options["es-retries"], 5, "es-retries"), backoffMs: 200, backoffMaxMs: optionMs(options["es-backoff-max"], 10_000, "es-backoff-max") },
     batchDocs: parseCount(options["es-batch-docs"], 5000, "es-batch-docs", 1),
-    batchBytes: parseSize(options["es-batch-bytes"], 5 * 2 ** 20, "es-batch-bytes"),
-    flushMs: parseDuration(options["es-flush"], 1000, "es-flush"),
+    batchBytes: optionBytes(options["es-batch-bytes"], 5 * 2 ** 20, "es-batch-bytes"),
+    flushMs: optionMs(options["es-flush"], 1000, "es-flush"),
     concurrency: parseCount(options["es-concurrency"], 2, "es-concurrency", 1),
     say: (key, line) => said.has(key) || (said.add(key), print(`elasticsearch: ${line}`)),
   });

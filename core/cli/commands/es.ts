@@ -3,7 +3,7 @@ import { defineCommand } from "citty";
 import { CpostError } from "../../contracts/errors.ts";
 import { checkAuth, errorReason, esConnection, esRequest, type EsConnection } from "../../../plugins/elasticsearch/client.ts";
 import { templateRequests, TEMPLATE_VERSION, type TemplateRequest } from "../../../plugins/elasticsearch/templates.ts";
-import { parseDuration } from "../../../plugins/elasticsearch/index.ts";
+import { optionMs } from "../../../plugins/elasticsearch/index.ts";
 
 const connectionArgs = {
   "es-url": { type: "string", description: "Elasticsearch URL (or CPOST_ES_URL)", valueHint: "https://host:9200" },
@@ -72,7 +72,7 @@ const setup = defineCommand({
     // Every string flag goes through, so a secret given inline (--es-api-key) is refused, not ignored.
     const options = Object.fromEntries(Object.entries(args).filter((e): e is [string, string] => typeof e[1] === "string"));
     const conn = esConnection(options);
-    conn.timeoutMs = parseDuration(args["es-timeout"], 30_000, "es-timeout");
+    conn.timeoutMs = optionMs(args["es-timeout"], 30_000, "es-timeout");
     process.stdout.write(`${await serverVersion(conn, Boolean(args.legacy))} at ${conn.url}\n`);
     for (const t of requests) {
       process.stdout.write(`  ${t.kind} template ${t.name}: ${await apply(conn, t, Boolean(args.force))}\n`);

@@ -14,20 +14,13 @@ import { CpostError } from "../../contracts/errors.ts";
 import { parseListen } from "../../contracts/listen.ts";
 import { needsToken, startMonitor } from "../../run/monitor.ts";
 import type { Sink } from "../../contracts/types.ts";
-import { checkSinkOptions, commaList, parseFlags, parseInterval, sinkPrefixesOf, valueOf } from "./run.ts";
+import { parseDuration } from "../../contracts/units.ts";
+import { commaList, parseArgs, valueOf, type FlagsDef } from "../flags.ts";
+import { checkSinkOptions, parseInterval, sinkPrefixesOf } from "./run.ts";
 
 /** Where the client looks for the monitor unless --url or CPOST_MONITOR_URL says otherwise. */
 export const DEFAULT_MONITOR_URL = "http://127.0.0.1:8686";
 
-/** A duration flag: `500ms`, `30s`, `2m`, or a bare number of ms, within [minMs, maxMs]. */
-function parseDuration(text: string, flag: string, minMs: number, maxMs: number): number {
-  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m)?$/.exec(text.trim());
-  const ms = m ? Number(m[1]) * (m[2] === "m" ? 60_000 : m[2] === "s" ? 1000 : 1) : NaN;
-  if (!(ms >= minMs && ms <= maxMs)) {
-    throw new CpostError("usage", `${flag} ${text}: not a duration from ${minMs} ms to ${maxMs / 1000} s`, { hint: `e.g. ${flag} 1s (or 500ms, 2m)` });
-  }
-  return ms;
-}
 
 /** Takes every `--flag value` / `--flag=value` of a repeatable flag out of `raw`. */
 function takeRepeated(raw: string[], flag: string): { values: string[]; rest: string[] } {
@@ -69,26 +62,23 @@ function parseLabels(values: string[]): Record<string, string> {
   return labels;
 }
 
+const serveArgs = {
+  listen: { type: "string", description: "control API address (default 127.0.0.1:8686); beyond loopback it needs --token-file", valueHint: "host:port" },
+  interval: { type: "string", description: "sampling interval: 1s (default), 10ms, 1ms", valueHint: "1s" },
+  sinks: { type: "string", description: "sinks, comma-separated (default prometheus); options: --<sink>-<option> VALUE, e.g. --es-url, --prometheus-listen", valueHint: "es,prometheus" },
+  collectors: { type: "string", description: `collectors for containers (default ${DEFAULT_COLLECTORS.join(",")},nvml where built in)`, valueHint: "cgroup,blkio,nvml" },
+  "host-collectors": { type: "string", description: "collectors for the host (default host,nvml where built in; \"\" for none)", valueHint: "host,nvml" },
+  label: { type: "string", repeated: true, description: "watch only containers with this engine label (key or key=value; repeat: all must match)", valueHint: "key=value" },
+  name: { type: "string", repeated: true, description: "watch only containers whose name matches (* wildcard; repeat: any may match)", valueHint: "pattern" },
+  "token-file": { type: "string", description: "file holding the bearer token clients must send (or CPOST_MONITOR_TOKEN)", valueHint: "file" },
+  poll: { type: "string", description: "how often to look for new and gone containers (default: the interval, within 250ms–1s)", valueHint: "1s" },
+} satisfies FlagsDef;
+
 const serve = defineCommand({
   meta: { name: "serve", description: "Run the host monitor: an HTTP control API; between POST /start and POST /stop it samples the host, its GPUs and running containers into the sinks." },
-  args: {
-    listen: { type: "string", description: "control API address (default 127.0.0.1:8686); beyond loopback it needs --token-file", valueHint: "host:port" },
-    interval: { type: "string", description: "sampling interval: 1s (default), 10ms, 1ms", valueHint: "1s" },
-    sinks: { type: "string", description: "sinks, comma-separated (default prometheus); options: --<sink>-<option> VALUE, e.g. --es-url, --prometheus-listen", valueHint: "es,prometheus" },
-    collectors: { type: "string", description: `collectors for containers (default ${DEFAULT_COLLECTORS.join(",")},nvml where built in)`, valueHint: "cgroup,blkio,nvml" },
-    "host-collectors": { type: "string", description: "collectors for the host (default host,nvml where built in; \"\" for none)", valueHint: "host,nvml" },
-    label: { type: "string", description: "watch only containers with this engine label (key or key=value; repeat: all must match)", valueHint: "key=value" },
-    name: { type: "string", description: "watch only containers whose name matches (* wildcard; repeat: any may match)", valueHint: "pattern" },
-    "token-file": { type: "string", description: "file holding the bearer token clients must send (or CPOST_MONITOR_TOKEN)", valueHint: "file" },
-    poll: { type: "string", description: "how often to look for new and gone containers (default: the interval, within 250ms–1s)", valueHint: "1s" },
-  } satisfies ArgsDef,
+  args: serveArgs,
   async run({ rawArgs }) {
-    const { positionals, flags, sinkOptions, lists } = parseFlags(rawArgs, {
-      values: ["listen", "interval", "sinks", "collectors", "host-collectors", "token-file", "poll"],
-      booleans: [],
-      repeated: ["label", "name"],
-      sinkPrefixes: sinkPrefixesOf(),
-    });
+    const { positionals, flags, sinkOptions, lists } = parseArgs(rawArgs, serveArgs, { sinkPrefixes: sinkPrefixesOf() });
     const str = valueOf(flags);
     if (positionals.length > 0) throw new CpostError("usage", `unexpected argument ${positionals[0]}`, { hint: "see `cpost monitor serve --help`" });
     const listen = parseListen(str("listen") ?? "127.0.0.1:8686", "--listen");
@@ -120,7 +110,7 @@ const serve = defineCommand({
     const log = (line: string) => process.stderr.write(`cpost monitor: ${line}\n`);
     const monitor = await startMonitor({
       listen, token, intervalMs, containerCollectors, hostCollectors, makeSinks, sinkNames, engine, log,
-      pollMs: pollText === undefined ? undefined : parseDuration(pollText, "--poll", 10, 60_000),
+      pollMs: pollText === undefined ? undefined : parseDuration(pollText, { flag: "--poll", minMs: 10, maxMs: 60_000 }),
       filters: { labels: lists?.label ?? [], names: lists?.name ?? [] },
       warn: (line) => process.stderr.write(`warning: ${line}\n`),
     });
@@ -155,7 +145,7 @@ async function ask(args: ClientArgs, method: "GET" | "POST", path: string, body?
   const base = (args.url ?? process.env.CPOST_MONITOR_URL ?? DEFAULT_MONITOR_URL).replace(/\/+$/, "");
   if (!/^https?:\/\/[^/]+$/.test(base)) throw new CpostError("usage", `--url ${base}: expected http://host:port`);
   const token = readToken(args["token-file"]);
-  const timeoutMs = parseDuration(args.timeout ?? "60s", "--timeout", 100, 3_600_000);
+  const timeoutMs = parseDuration(args.timeout ?? "60s", { flag: "--timeout", minMs: 100, maxMs: 3_600_000 });
   let res: Response;
   try {
     res = await fetch(`${base}${path}`, {

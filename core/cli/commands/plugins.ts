@@ -10,7 +10,7 @@ import { builtinSinks, SINK_ALIASES } from "../../../plugins/index.ts";
 import { loadPlugins, PLUGIN_PATH_ENV, scanPluginFlags, type LoadedPlugin } from "../../registry/plugin-loader.ts";
 import type { PluginOptions } from "../../contracts/plugin-sdk.ts";
 import type { MetricSpec } from "../../contracts/types.ts";
-import { parseFlags } from "./run.ts";
+import { parseArgs, type FlagsDef } from "../flags.ts";
 
 /**
  * What the built-in sinks are and the `--<sink>-<option>` flags they read
@@ -122,15 +122,17 @@ function render(listing: PluginListing[]): string {
   return lines.join("\n");
 }
 
+const pluginsArgs = {
+  "collector-plugin": { type: "string", repeated: true, description: "also load this collector plugin file (repeatable)", valueHint: "./my-collector.ts" },
+  "sink-plugin": { type: "string", repeated: true, description: "also load this sink plugin file (repeatable)", valueHint: "./my-sink.ts" },
+  json: { type: "boolean", description: "print the listing as JSON" },
+} satisfies FlagsDef;
+
 export default defineCommand({
   meta: { name: "plugins", description: `List the built-in collectors and sinks and the plugins loaded from --collector-plugin, --sink-plugin and ${PLUGIN_PATH_ENV}, with their metrics and options.` },
-  args: {
-    "collector-plugin": { type: "string", description: "also load this collector plugin file (repeatable)", valueHint: "./my-collector.ts" },
-    "sink-plugin": { type: "string", description: "also load this sink plugin file (repeatable)", valueHint: "./my-sink.ts" },
-    json: { type: "boolean", description: "print the listing as JSON" },
-  },
+  args: pluginsArgs,
   async run({ rawArgs }) {
-    const { flags } = parseFlags(rawArgs, { values: [], booleans: ["json"], repeated: ["collector-plugin", "sink-plugin"] });
+    const { flags } = parseArgs(rawArgs, pluginsArgs);
     const plugins = await loadPlugins({ ...scanPluginFlags(rawArgs), pluginPath: process.env[PLUGIN_PATH_ENV] });
     const listing = await listPlugins(plugins.plugins);
     process.stdout.write(flags.json === true ? `${JSON.stringify(listing, null, 2)}\n` : render(listing));

@@ -10,19 +10,22 @@ import { defineCommand } from "citty";
 import { CpostError, formatError } from "../../contracts/errors.ts";
 import { loadPlugins, PLUGIN_PATH_ENV, resolveSinkFactories, scanPluginFlags } from "../../registry/plugin-loader.ts";
 import { readRecording, replayInto } from "../../sinks/recording.ts";
-import { POLICY_ARGS, POLICY_FLAG_NAMES, policyFlagsOf, policyFromFlags } from "../../sizing/sizing.ts";
+import { POLICY_ARGS, policyFlagsOf, policyFromFlags } from "../../sizing/sizing.ts";
 import type { Sink } from "../../contracts/types.ts";
-import { checkSinkOptions, commaList, parseFlags, sinkPrefixesOf, valueOf, withEnabled } from "./run.ts";
+import { commaList, parseArgs, valueOf, type FlagsDef } from "../flags.ts";
+import { checkSinkOptions, sinkPrefixesOf, withEnabled } from "./run.ts";
+
+const args = {
+  recording: { type: "positional", required: true, description: "run recording (.msgpack)", valueHint: "run.msgpack" },
+  sinks: { type: "string", description: "sinks, comma-separated (default table, plus csv with --metrics_dir); sink options: --<sink>-<option> VALUE", valueHint: "table,csv" },
+  metrics_dir: { type: "string", description: "directory for the CSV files and other file outputs (never the recording's own, unless given)", valueHint: "dir" },
+  ...POLICY_ARGS,
+  "sink-plugin": { type: "string", repeated: true, description: `load a sink plugin file and feed it too (repeatable); ${PLUGIN_PATH_ENV} plugins are used when named in --sinks`, valueHint: "./my-sink.ts" },
+} satisfies FlagsDef;
 
 export default defineCommand({
   meta: { name: "replay", description: "Feed a recorded run (written with --sinks msgpack or --record) into sinks, as the live run did." },
-  args: {
-    recording: { type: "positional", required: true, description: "run recording (.msgpack)", valueHint: "run.msgpack" },
-    sinks: { type: "string", description: "sinks, comma-separated (default table, plus csv with --metrics_dir); sink options: --<sink>-<option> VALUE", valueHint: "table,csv" },
-    metrics_dir: { type: "string", description: "directory for the CSV files and other file outputs (never the recording's own, unless given)", valueHint: "dir" },
-    ...POLICY_ARGS,
-    "sink-plugin": { type: "string", description: `load a sink plugin file and feed it too (repeatable); ${PLUGIN_PATH_ENV} plugins are used when named in --sinks`, valueHint: "./my-sink.ts" },
-  },
+  args,
   async run({ rawArgs }) {
     const { collectorFiles, sinkFiles } = scanPluginFlags(rawArgs);
     if (collectorFiles.length > 0) {
@@ -30,12 +33,7 @@ export default defineCommand({
     }
     const plugins = await loadPlugins({ sinkFiles, pluginPath: process.env[PLUGIN_PATH_ENV] });
     // `--<sink>-<option> value` flags of the chosen sinks reach them as `cpost run` passes them.
-    const { positionals, flags, sinkOptions } = parseFlags(rawArgs, {
-      values: ["sinks", "metrics_dir", ...POLICY_FLAG_NAMES],
-      booleans: [],
-      repeated: ["sink-plugin"],
-      sinkPrefixes: sinkPrefixesOf(plugins),
-    });
+    const { positionals, flags, sinkOptions } = parseArgs(rawArgs, args, { sinkPrefixes: sinkPrefixesOf(plugins) });
     const str = valueOf(flags);
     if (positionals.length !== 1) {
       throw new CpostError("usage", `cpost replay takes one recording file (got ${positionals.length} arguments)`, { hint: "cpost replay <run.msgpack> [--sinks table,csv] [--metrics_dir D]; see `cpost replay --help`" });

@@ -3,24 +3,21 @@
  * collectors and sinks. Also the engine of the CPOST-compatible form
  * (legacy.ts), which is this with fixed collectors and sinks.
  */
-import { defineCommand, type ArgsDef } from "citty";
+import { defineCommand } from "citty";
 import { builtinCollectors, DEFAULT_COLLECTORS } from "../../../collectors/index.ts";
 import { builtinSinks, SINK_ALIASES, sinkName } from "../../../plugins/index.ts";
 import { CpostError } from "../../contracts/errors.ts";
+import { commaList, parseArgs, valueOf, type FlagsDef } from "../flags.ts";
+import { parseDuration } from "../../contracts/units.ts";
 import { loadPlugins, PLUGIN_PATH_ENV, scanPluginFlags, type PluginSet } from "../../registry/plugin-loader.ts";
 import type { RunRequest } from "../../run/execute.ts";
 import { executeRequest } from "../../run/repeat.ts";
-import { SIZING_ARGS, SIZING_BOOLEAN_FLAGS, SIZING_VALUE_FLAGS, sizingRequestOf } from "../../run/limits.ts";
+import { SIZING_ARGS, sizingRequestOf } from "../../run/limits.ts";
 
 
 /** Parses `--interval`: "5ms", "1s", "0.5s" or a bare number of ms; 1 ms to 60 s. */
 export function parseInterval(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*(ms|s)?$/.exec(text.trim());
-  const ms = m ? Number(m[1]) * (m[2] === "s" ? 1000 : 1) : NaN;
-  if (!(ms >= 1 && ms <= 60_000)) {
-    throw new CpostError("usage", `--interval ${text}: not an interval from 1ms to 60s`, { hint: "write it as 10ms, 1s or 10 (milliseconds)" });
-  }
-  return ms;
+  return parseDuration(text, { flag: "--interval", minMs: 1, maxMs: 60_000, noun: "interval" });
 }
 
 /** Parses `--force` (alone it means none, as the original). */
@@ -30,92 +27,11 @@ export function parseForce(text: string | undefined): RunRequest["force"] {
   throw new CpostError("usage", `--force ${value}: expected none, cont or stop`, { hint: "none asks on each failure, cont continues, stop stops" });
 }
 
-/** The words an optional-value flag (`--force`) may take from the next argument. */
-const OPTIONAL_VALUES = ["none", "cont", "stop"];
-
 /** Every `--<sink>-<option>` prefix: the built-in sinks, their aliases, and the loaded plugins. */
 export const sinkPrefixesOf = (plugins?: PluginSet): string[] => [...Object.keys(builtinSinks), ...Object.keys(SINK_ALIASES), ...(plugins?.plugins.map((p) => p.name) ?? [])];
 
 /** `names`, then the plugins loaded by flag that they leave out: those are used without being named again. */
 export const withEnabled = (names: string[], kind: "collector" | "sink", plugins: PluginSet): string[] => [...names, ...plugins.enabled(kind).filter((n) => !names.includes(n))];
-
-/** A comma-separated flag value as its names: `"a, b,"` is `["a", "b"]`. */
-export const commaList = (text: string | undefined): string[] => (text ?? "").split(",").map((s) => s.trim()).filter(Boolean);
-
-interface FlagSpec {
-  /** Flags that take a value; names as typed without dashes, both `_` and `-` spellings accepted. */
-  values: string[];
-  booleans: string[];
-  /** Flags whose value is optional (taken only when the next word is not a flag). */
-  optionalValues?: string[];
-  /** Flags that take a value and may be given more than once (their values in `lists`). */
-  repeated?: string[];
-  /** Accept `--<sink>-<option> value` for these sinks (names and aliases). */
-  sinkPrefixes?: string[];
-  aliases?: Record<string, string>;
-}
-
-/**
- * Reads raw arguments by the command's own rules: citty cannot know the
- * pass-through `--<sink>-<option> value` flags, and the original's bare
- * `--force` takes no value.
- */
-export function parseFlags(raw: string[], spec: FlagSpec): { positionals: string[]; flags: Record<string, string | true>; sinkOptions: Record<string, string>; lists?: Record<string, string[]> } {
-  const canon = (name: string) => name.replace(/_/g, "-");
-  const values = new Set(spec.values.map(canon));
-  const booleans = new Set(spec.booleans.map(canon));
-  const optional = new Set((spec.optionalValues ?? []).map(canon));
-  const repeated = new Set((spec.repeated ?? []).map(canon));
-  const lists: Record<string, string[]> = {};
-  const positionals: string[] = [];
-  const flags: Record<string, string | true> = {};
-  const sinkOptions: Record<string, string> = {};
-  for (let i = 0; i < raw.length; i++) {
-    const arg = raw[i]!;
-    if (arg === "--") {
-      positionals.push(...raw.slice(i + 1));
-      break;
-    }
-    if (!arg.startsWith("-") || arg === "-") {
-      positionals.push(arg);
-      continue;
-    }
-    const eq = arg.indexOf("=");
-    const rawName = arg.replace(/^--?/, "").slice(0, eq < 0 ? undefined : eq - (arg.startsWith("--") ? 2 : 1));
-    const name = canon(spec.aliases?.[rawName] ?? rawName);
-    const inline = eq < 0 ? undefined : arg.slice(eq + 1);
-    const next = raw[i + 1];
-    const takeValue = (): string => {
-      if (inline !== undefined) return inline;
-      if (next === undefined || next.startsWith("--")) throw new CpostError("usage", `${arg} needs a value`, { hint: "see `cpost run --help`" });
-      i++;
-      return next;
-    };
-    if (booleans.has(name)) flags[name] = true;
-    else if (values.has(name)) flags[name] = takeValue();
-    else if (repeated.has(name)) (lists[name] ??= []).push(takeValue());
-    else if (optional.has(name)) {
-      if (inline !== undefined) flags[name] = inline;
-      else if (next !== undefined && OPTIONAL_VALUES.includes(next)) flags[name] = raw[++i]!;
-      else flags[name] = true;
-    } else if (spec.sinkPrefixes?.some((p) => name.startsWith(`${p}-`))) {
-      const value = takeValue();
-      const prefix = spec.sinkPrefixes.filter((p) => name.startsWith(`${p}-`)).sort((a, b) => b.length - a.length)[0]!;
-      sinkOptions[name] = value;
-      // Sinks read their options under their registered name; `--es-url` also reaches "elasticsearch-url".
-      if (sinkName(prefix) !== prefix) sinkOptions[`${sinkName(prefix)}${name.slice(prefix.length)}`] = value;
-    }
-    else {
-      throw new CpostError("usage", `unknown option ${arg}`, {
-        hint: spec.sinkPrefixes ? "sink options are --<sink>-<option> VALUE for a sink in --sinks; see `cpost run --help`" : "see `cpost --help`",
-      });
-    }
-  }
-  return { positionals, flags, sinkOptions, ...(spec.repeated ? { lists } : {}) };
-}
-
-/** Reads parseFlags' flags by name (the `-` spelling): a value flag's value, undefined when absent or given bare. */
-export const valueOf = (flags: Record<string, string | true>) => (name: string): string | undefined => (typeof flags[name] === "string" ? (flags[name] as string) : undefined);
 
 /** The run settings `cpost run` and `cpost size` read alike from their flags. */
 export function runSettingsOf(flags: Record<string, string | true>) {
@@ -159,30 +75,23 @@ const args = {
   interval: { type: "string", description: "sampling interval: 10ms (default), 1ms, 1s", valueHint: "10ms" },
   metrics_dir: { type: "string", description: "directory for CSV files and other file outputs", valueHint: "dir" },
   models_dir: { type: "string", description: "Triton model repository, required if the pipeline uses Triton", valueHint: "dir" },
-  force: { type: "string", description: "on an operator failure: none (ask; stop without a terminal), cont (continue) or stop", valueHint: "none|cont|stop" },
+  force: { type: "string", optionalValue: ["none", "cont", "stop"], description: "on an operator failure: none (ask; stop without a terminal), cont (continue) or stop", valueHint: "none|cont|stop" },
   verbose: { type: "boolean", alias: "v", description: "show engine details, container settings and each operator's output" },
   quiet: { type: "boolean", description: "no console lines but the sinks' output, warnings and errors" },
   "keep-outputs": { type: "boolean", description: "keep the operators' output directories and print where they are" },
   record: { type: "string", description: "also record the whole run into this msgpack file (for replay and report)", valueHint: "run.msgpack" },
   ...SIZING_ARGS,
   "triton-image": { type: "string", description: "Triton server image (default nvcr.io/nvidia/tritonserver:20.07-v1-py3)", valueHint: "image:tag" },
-  "collector-plugin": { type: "string", description: `load a collector plugin file and use it (repeatable; its options: --<name>-<option> VALUE); ${PLUGIN_PATH_ENV} plugins are used when named in --collectors`, valueHint: "./my-collector.ts" },
-  "sink-plugin": { type: "string", description: `load a sink plugin file and use it (repeatable); ${PLUGIN_PATH_ENV} plugins are used when named in --sinks`, valueHint: "./my-sink.ts" },
-} satisfies ArgsDef;
+  "collector-plugin": { type: "string", repeated: true, description: `load a collector plugin file and use it (repeatable; its options: --<name>-<option> VALUE); ${PLUGIN_PATH_ENV} plugins are used when named in --collectors`, valueHint: "./my-collector.ts" },
+  "sink-plugin": { type: "string", repeated: true, description: `load a sink plugin file and use it (repeatable); ${PLUGIN_PATH_ENV} plugins are used when named in --sinks`, valueHint: "./my-sink.ts" },
+} satisfies FlagsDef;
 
 export default defineCommand({
   meta: { name: "run", description: "Run a pipeline's operators one at a time and measure what each uses, with chosen collectors and sinks." },
   args,
   async run({ rawArgs }) {
     const plugins = await loadPlugins({ ...scanPluginFlags(rawArgs), pluginPath: process.env[PLUGIN_PATH_ENV] });
-    const { positionals, flags, sinkOptions } = parseFlags(rawArgs, {
-      values: ["collectors", "sinks", "interval", "metrics_dir", "models_dir", "record", "triton-image", ...SIZING_VALUE_FLAGS],
-      repeated: ["collector-plugin", "sink-plugin"],
-      booleans: ["verbose", "quiet", "keep-outputs", ...SIZING_BOOLEAN_FLAGS],
-      optionalValues: ["force"],
-      aliases: { v: "verbose" },
-      sinkPrefixes: sinkPrefixesOf(plugins),
-    });
+    const { positionals, flags, sinkOptions } = parseArgs(rawArgs, args, { sinkPrefixes: sinkPrefixesOf(plugins) });
     const str = valueOf(flags);
     if (positionals.length !== 2) {
       throw new CpostError("usage", `cpost run takes a pipeline file and an input directory (got ${positionals.length} argument${positionals.length === 1 ? "" : "s"})`, { hint: "cpost run <pipeline.yaml> <input_dir> [options]; see `cpost run --help`" });

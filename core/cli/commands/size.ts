@@ -6,18 +6,19 @@
  * `cpost size <pipeline.yaml> --from run1.msgpack [--from run2.msgpack]`
  * sizes from recordings instead, under any policy.
  */
-import { defineCommand, type ArgsDef } from "citty";
+import { defineCommand } from "citty";
 import { relative } from "node:path";
 import { DEFAULT_COLLECTORS, builtinCollectors } from "../../../collectors/index.ts";
 import { builtinSinks } from "../../../plugins/index.ts";
 import { applyRequests, unifiedDiff, type RequestUpdate } from "../../pipeline/apply-requests.ts";
 import { CpostError, EXIT } from "../../contracts/errors.ts";
-import { SIZING_ARGS, SIZING_BOOLEAN_FLAGS, SIZING_VALUE_FLAGS, sizingRequestOf } from "../../run/limits.ts";
+import { SIZING_ARGS, sizingRequestOf } from "../../run/limits.ts";
 import { loadPipeline } from "../../pipeline/pipeline.ts";
 import { readRecording, replayInto } from "../../sinks/recording.ts";
 import { defineSizingObserver, executeRepeated, formatRecommendations, formatSpread, type OperatorSizing } from "../../run/repeat.ts";
 import { CPOST_POLICY } from "../../sizing/sizing.ts";
-import { available, checkSinkOptions, commaList, parseFlags, runSettingsOf, sinkPrefixesOf, valueOf } from "./run.ts";
+import { commaList, parseArgs, valueOf, type FlagsDef } from "../flags.ts";
+import { available, checkSinkOptions, runSettingsOf, sinkPrefixesOf } from "./run.ts";
 
 const args = {
   pipeline: { type: "positional", required: true, description: "pipeline definition file (Clara pipeline YAML); --apply writes into it", valueHint: "pipeline.yaml" },
@@ -30,11 +31,11 @@ const args = {
   collectors: { type: "string", description: `collectors, comma-separated (default ${DEFAULT_COLLECTORS.join(",")})`, valueHint: "cgroup,blkio,nvml" },
   sinks: { type: "string", description: "sinks for each run (default none; csv,msgpack with --metrics_dir)", valueHint: "table,csv" },
   interval: { type: "string", description: "sampling interval: 10ms (default), 1ms, 1s", valueHint: "10ms" },
-  force: { type: "string", description: "on an operator failure: none (ask; stop without a terminal), cont (continue) or stop", valueHint: "none|cont|stop" },
+  force: { type: "string", optionalValue: ["none", "cont", "stop"], description: "on an operator failure: none (ask; stop without a terminal), cont (continue) or stop", valueHint: "none|cont|stop" },
   verbose: { type: "boolean", alias: "v", description: "show engine details, container settings and each operator's output" },
   quiet: { type: "boolean", description: "no console lines but the recommendations, warnings and errors" },
   "triton-image": { type: "string", description: "Triton server image", valueHint: "image:tag" },
-} satisfies ArgsDef;
+} satisfies FlagsDef;
 
 /** `--from` may be given more than once; the run flags' parser keeps one value per flag. */
 function takeFromFlags(raw: string[]): { rest: string[]; from: string[] } {
@@ -78,13 +79,7 @@ export default defineCommand({
   args,
   async run({ rawArgs }) {
     const { rest, from } = takeFromFlags(rawArgs);
-    const { positionals, flags, sinkOptions } = parseFlags(rest, {
-      values: ["metrics_dir", "models_dir", "collectors", "sinks", "interval", "triton-image", ...SIZING_VALUE_FLAGS],
-      booleans: ["apply", "verbose", "quiet", ...SIZING_BOOLEAN_FLAGS],
-      optionalValues: ["force"],
-      aliases: { v: "verbose" },
-      sinkPrefixes: sinkPrefixesOf(),
-    });
+    const { positionals, flags, sinkOptions } = parseArgs(rest, args, { sinkPrefixes: sinkPrefixesOf() });
     const str = valueOf(flags);
     const expected = from.length > 0 ? 1 : 2;
     if (positionals.length !== expected) {
