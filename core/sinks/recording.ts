@@ -16,7 +16,8 @@
  */
 import { decodeMulti } from "@msgpack/msgpack";
 import { readFileSync } from "node:fs";
-import { CpostError, pluginError } from "../contracts/errors.ts";
+import { CpostError } from "../contracts/errors.ts";
+import { defineSinkSession } from "./session.ts";
 import { SummaryBuilder } from "../sizing/summary.ts";
 import type { SizingPolicy } from "../sizing/sizing.ts";
 import type { MetricColumn, Operator, OperatorResult, OperatorSummary, RunInfo, RunResult, SampleBatch, Sink } from "../contracts/types.ts";
@@ -158,21 +159,9 @@ export interface ReplayOptions {
  * crash cut short ends "interrupted".
  */
 export async function replayInto(recording: Recording, sinks: Sink[], options: ReplayOptions = {}): Promise<void> {
-  const failed = new Map<Sink, CpostError>();
-  // As the runner: a sink that threw is reported once and left out, but `end` still reaches it so it can close.
-  const each = async (hook: string, call: (sink: Sink) => void | Promise<void>) => {
-    for (const sink of sinks) {
-      if (failed.has(sink) && hook !== "end") continue;
-      try {
-        await call(sink);
-      } catch (thrown) {
-        if (failed.has(sink)) continue;
-        const error = pluginError(sink.name, hook, thrown);
-        failed.set(sink, error);
-        options.onError?.(error);
-      }
-    }
-  };
+  // The runner's session and error rule: a sink that threw is reported once and left out, but `end` still reaches it.
+  const session = defineSinkSession(sinks, (error) => options.onError?.(error));
+  const each = (hook: string, call: (sink: Sink) => unknown) => session.call(hook, call);
   await each("start", (s) => s.start(recording.run));
   const results: OperatorResult[] = [];
   const summaries: OperatorSummary[] = [];
@@ -196,8 +185,8 @@ export async function replayInto(recording: Recording, sinks: Sink[], options: R
     ? { ...recorded, summaries }
     : { results, summaries, endedAtMs: lastMs, interval: { target: recording.run.intervalMs, p50: 0, p99: 0, samples: 0 }, interrupted: true };
   await each("end", (s) => s.end(end));
-  if (failed.size > 0 && !options.onError) {
-    const errors = [...failed.values()];
+  if (session.failures.size > 0 && !options.onError) {
+    const errors = [...session.failures.values()];
     throw new CpostError("plugin", `${errors.length} sink(s) failed during replay`, { related: errors });
   }
 }

@@ -1,39 +1,60 @@
 /**
- * Calls sinks in hook order, one hook at a time and one sink after the
+ * The one driver of the sink call sequence, used by the runner, the
+ * monitor and replay: start, then per operator operatorStart / write /
+ * operatorDone, then end. Hooks run one at a time and one sink after the
  * other, never concurrently: the sampler enqueues and goes on, so a slow
- * sink never blocks sampling. A throwing sink is reported once and then
- * left out, as replay does; `end` still reaches it so it can close. Used
- * by the runner and the monitor.
+ * sink never blocks sampling. The error rule: a throwing sink is reported
+ * once (a CpostError naming the sink and the hook) and then left out, but
+ * `end` still reaches it so it can close.
  */
-import { pluginError } from "../contracts/errors.ts";
+import { pluginError, type CpostError } from "../contracts/errors.ts";
 import type { Sink } from "../contracts/types.ts";
 
-export function defineSinkFanout(sinks: Sink[], warn: (message: string) => void) {
-  const failed = new Map<Sink, number>();
+/** Sinks driven as one. */
+export interface SinkSession {
+  /** Queues `hook` for every sink still in the session; resolves when it has reached them all. */
+  call(hook: string, fn: (sink: Sink) => unknown): Promise<void>;
+  /** Reports, through the session's error channel's warning, how many calls each failed sink missed. */
+  reportSuppressed(): void;
+  /** The sinks that failed, each with its first error. */
+  readonly failures: ReadonlyMap<Sink, CpostError>;
+}
+
+/** A session over `sinks`; `onError` hears each failing sink once, `warn` what was left out. */
+export function defineSinkSession(sinks: Sink[], onError: (error: CpostError) => void, warn: (message: string) => void = () => {}): SinkSession {
+  const failures = new Map<Sink, CpostError>();
+  const skipped = new Map<Sink, number>();
   let tail: Promise<void> = Promise.resolve();
   return {
-    call(hook: string, fn: (sink: Sink) => unknown): Promise<void> {
+    failures,
+    call(hook, fn) {
       tail = tail.then(async () => {
         for (const sink of sinks) {
-          if (failed.has(sink) && hook !== "end") {
-            failed.set(sink, failed.get(sink)! + 1);
+          if (failures.has(sink) && hook !== "end") {
+            skipped.set(sink, (skipped.get(sink) ?? 0) + 1);
             continue;
           }
           try {
             await fn(sink);
           } catch (thrown) {
-            if (failed.has(sink)) continue;
-            failed.set(sink, 0);
-            warn(pluginError(sink.name, hook, thrown).message);
+            if (failures.has(sink)) continue;
+            const error = pluginError(sink.name, hook, thrown);
+            failures.set(sink, error);
+            onError(error);
           }
         }
       });
       return tail;
     },
-    reportSuppressed(): void {
-      for (const [sink, skippedCalls] of failed) {
-        if (skippedCalls > 0) warn(`sink ${sink.name} was left out of ${skippedCalls} later call(s) after it failed`);
+    reportSuppressed() {
+      for (const [sink, calls] of skipped) {
+        if (calls > 0) warn(`sink ${sink.name} was left out of ${calls} later call(s) after it failed`);
       }
     },
   };
+}
+
+/** A session whose errors and suppressed calls are warnings: the runner's and the monitor's. */
+export function defineSinkFanout(sinks: Sink[], warn: (message: string) => void): SinkSession {
+  return defineSinkSession(sinks, (error) => warn(error.message), warn);
 }
