@@ -18,7 +18,7 @@ import { medianStartMs, raisePriority } from "./start-times.ts";
 
 /** The repository root. */
 export const REPO = resolve(import.meta.dir, "..");
-/** The sampler's worker thread is a second entrypoint (see core/sampling/sampler-worker.ts). */
+/** The sampler's worker thread is a second entrypoint (see core/sampling/sampler-worker.ts); in the binary it lies at sampling/sampler-worker relative to the entry (core/sampling/sampler.ts's workerUrl). */
 export const ENTRYPOINTS = ["core/main.ts", "core/sampling/sampler-worker.ts"];
 /** Release platforms: dist name -> Bun's --target. */
 export const TARGETS = { "linux-x64": "bun-linux-x64", "linux-arm64": "bun-linux-arm64" } as const;

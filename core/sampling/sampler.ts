@@ -103,6 +103,17 @@ interface Engine {
   close(): void;
 }
 
+/**
+ * The sampling thread's entry. From source it sits beside this file. In the
+ * compiled binary this module is bundled into the entry (import.meta.url is
+ * the executable's) and the worker is the second entrypoint of
+ * scripts/build.ts, laid out under the entrypoints' common root, core/.
+ */
+function workerUrl(): URL {
+  const compiled = import.meta.url.includes("/$bunfs/");
+  return new URL(compiled ? "./sampling/sampler-worker.ts" : "./sampler-worker.ts", import.meta.url);
+}
+
 /** The schedule and every watched container's series. */
 export class Sampler {
   readonly #options: SamplerOptions;
@@ -277,7 +288,7 @@ export class Sampler {
     const channel = new MessageChannel();
     let worker: Worker;
     try {
-      worker = new Worker(new URL("./sampler-worker.ts", import.meta.url).href, { name: "cpost-sampler" });
+      worker = new Worker(workerUrl().href, { name: "cpost-sampler" });
     } catch (e) {
       this.#fallBack(e instanceof Error ? e.message : String(e));
       return;
