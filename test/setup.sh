@@ -22,6 +22,9 @@ command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
 command -v podman >/dev/null || need_apt+=(podman)
 command -v chromium >/dev/null || need_apt+=(chromium)  # the HTML report is tested in headless Chromium
 command -v prometheus >/dev/null || need_apt+=(prometheus)  # the prometheus sink is tested against a real Prometheus (and promtool)
+# A real OpenSearch node for the es tests (test/opensearch/): a JDK to compile and run its launcher, Maven to resolve its jars.
+command -v javac >/dev/null || need_apt+=(default-jdk-headless)
+command -v mvn >/dev/null || need_apt+=(maven)
 if [ -n "${CPOST_SETUP_EXTRA:-}" ]; then need_apt+=($CPOST_SETUP_EXTRA); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
@@ -59,4 +62,6 @@ if [ "$have" != "$src_hash" ]; then
   tar -C "$d" -c . | docker import -c "LABEL cpost.test.hash=$src_hash" - "$image" >&2
   rm -rf "$d"
 fi
+# Resolved once and cached in .cache/opensearch; without the network the OpenSearch tests say why (skipped locally, failed in CI).
+bash test/opensearch/prepare.sh >/dev/null || log "no OpenSearch node for the es tests (see the line above)"
 log "ready: $(docker version -f '{{.Server.Version}}') with $image"
