@@ -1,16 +1,14 @@
 /**
- * Every built-in collector, and the example collector plugin, through the
- * shared collector contract (test/collectors-contract.ts): cgroup and blkio
- * on real containers, host on this machine, nvml on real containers against
- * the libnvidia-ml.so.1 test double (no GPU here).
+ * Every built-in collector of the registry, and the example collector
+ * plugin, through the shared collector contract (test/collectors-contract.ts):
+ * by default on a real container; host on this machine, nvml on real
+ * containers against the libnvidia-ml.so.1 test double (no GPU here).
  */
 import { afterAll, beforeAll } from "bun:test";
 import { join } from "node:path";
-import { createBlkioCollector } from "../collectors/blkio/index.ts";
-import { createCgroupCollector } from "../collectors/cgroup/index.ts";
-import hostCollector from "../collectors/host.ts";
+import { builtinCollectors } from "../collectors/index.ts";
 import { createNvmlCollector } from "../collectors/nvml/index.ts";
-import { collectorContract, containerTarget, hostTarget, pluginCollector } from "./collectors-contract.ts";
+import { collectorContract, collectorContracts, containerTarget, hostTarget, pluginCollector } from "./collectors-contract.ts";
 import { buildNvmlDouble, type NvmlDouble } from "./nvml/double.ts";
 import { REPO } from "./support.ts";
 
@@ -26,8 +24,9 @@ beforeAll(async () => {
 
 afterAll(() => double?.remove());
 
-collectorContract("cgroup", () => createCgroupCollector(), { target: () => containerTarget() });
-collectorContract("blkio", () => createBlkioCollector(), { target: () => containerTarget() });
-collectorContract("host", () => hostCollector, { target: hostTarget, missing: null, docker: false });
-collectorContract("nvml", () => createNvmlCollector({ library: double!.library(), onWarning: () => undefined }), { target: () => containerTarget() });
+// Every registered built-in: a new one is tested by being registered (collectors/index.ts).
+collectorContracts(builtinCollectors, {
+  host: { options: { target: hostTarget, missing: null, docker: false } },
+  nvml: { make: () => createNvmlCollector({ library: double!.library(), onWarning: () => undefined }) },
+});
 collectorContract("proc-status (example plugin)", () => pluginCollector(join(REPO, "examples/plugins/proc-status.ts")), { target: () => containerTarget() });

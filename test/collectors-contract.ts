@@ -32,6 +32,8 @@ export interface LiveTarget {
 
 /** How the contract gets targets for the collector under test. */
 export interface CollectorContractOptions {
+  /** The registry the sampling thread would rebuild a built-in from (default collectors/index.ts's). */
+  registry?: Record<string, () => Promise<{ default: Collector }>>;
   /** Makes a fresh live target (called twice: one shared, one that is ended). */
   target(): Promise<LiveTarget>;
   /** A target that does not exist; null when the collector watches something that always exists. Default: a made-up container whose process has exited. */
@@ -246,10 +248,11 @@ export function collectorContract(name: string, make: () => Collector | Promise<
 
     test("the sampling thread can rebuild it from its portable recipe (or, a built-in, from its registry name)", async () => {
       const collector = await make();
-      const recipe = collector.portable ?? (Object.hasOwn(builtinCollectors, collector.name) ? { module: collector.name } : undefined);
+      const registry = options.registry ?? builtinCollectors;
+      const recipe = collector.portable ?? (Object.hasOwn(registry, collector.name) ? { module: collector.name } : undefined);
       if (!recipe) throw new Error(`${collector.name} has no portable recipe: it would be sampled on the main thread`);
       // as core/sampling/sampler-worker.ts builds it
-      const load = builtinCollectors[recipe.module];
+      const load = registry[recipe.module];
       let rebuilt: Collector;
       if (load) {
         const mod = (await load()) as { default: Collector; create?: (o: Record<string, unknown>) => Collector };
@@ -260,4 +263,27 @@ export function collectorContract(name: string, make: () => Collector | Promise<
       expect(JSON.parse(JSON.stringify(recipe))).toEqual(recipe); // it crosses to the thread by structured clone
     });
   });
+}
+
+/** How one registered collector is set up for the contract; the default: its module's default export, on a real container. */
+export interface CollectorSetup {
+  make?: () => Collector | Promise<Collector>;
+  options?: Partial<CollectorContractOptions>;
+}
+
+/**
+ * The contract for every collector of a registry (`name -> () => import(...)`,
+ * as collectors/index.ts): a collector is tested by being registered; `setups`
+ * only says where one needs more than a container to watch; `registry` is
+ * where the sampling thread would rebuild them from (the same, by default).
+ */
+export function collectorContracts(
+  collectors: Record<string, () => Promise<{ default: Collector }>>,
+  setups: Record<string, CollectorSetup> = {},
+  registry: Record<string, () => Promise<{ default: Collector }>> = collectors,
+): void {
+  for (const [name, load] of Object.entries(collectors)) {
+    const setup = setups[name] ?? {};
+    collectorContract(name, setup.make ?? (async () => (await load()).default), { target: () => containerTarget(), registry, ...setup.options });
+  }
 }

@@ -1,40 +1,18 @@
-/** The built-in file and console sinks pass the shared contract; the registry and replay's error isolation. */
+/** The sink registry, replay's error isolation, and a live run replayed (the shared contract: sink-contracts.test.ts). */
 import { describe, expect, test } from "bun:test";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { replayInto, readRecording } from "../core/sinks/recording.ts";
+import { replayInto } from "../core/sinks/recording.ts";
 import type { Sink } from "../core/contracts/types.ts";
 import csv from "../plugins/csv.ts";
 import { loadSinkFactories } from "../plugins/index.ts";
 import msgpack from "../plugins/msgpack.ts";
 import table from "../plugins/table/index.ts";
 import { expected, loadFixtureRun } from "./fixtures/runs/fixture-run.ts";
-import { sinkContract } from "./sinks-contract.ts";
 import { compiledBinary, cpostSource, dockerTest, REPO, runProcess } from "./support.ts";
 
-sinkContract("table", (ctx) => table({ out: ctx.out, options: {} }));
-
-sinkContract("csv", (ctx) => csv({ metricsDir: ctx.dir, out: ctx.out, options: {} }), {
-  // A CSV row is a pair of consecutive readings and a lone reading is its own row
-  // (the contract never feeds exactly two readings, which would read back as one).
-  samplesKept(ctx) {
-    let samples = 0;
-    for (const file of readdirSync(ctx.dir).filter((f) => f.endsWith("_final_result.csv"))) {
-      const rows = readFileSync(join(ctx.dir, file), "utf8").split("\r\n").length - 2;
-      samples += rows <= 1 ? rows : rows + 1;
-    }
-    return samples;
-  },
-});
-
-sinkContract("msgpack", (ctx) => msgpack({ metricsDir: ctx.dir, out: ctx.out, options: {} }), {
-  samplesKept(ctx) {
-    const recording = readRecording(join(ctx.dir, "contract.msgpack"));
-    expect(recording.complete).toBe(true);
-    return recording.operators.reduce((n, op) => n + op.batches.reduce((m, b) => m + b.rows, 0), 0);
-  },
-});
+// Their contract runs, with every other registered sink, in sink-contracts.test.ts.
 
 describe("sink registry", () => {
   test("table, csv and msgpack load by the names users type", async () => {
