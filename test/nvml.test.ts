@@ -338,15 +338,15 @@ describe("collectors/nvml/index.ts", () => {
       const nvml = createNvmlCollector({ library, procRoot, onWarning: () => {} });
       const probe = nvml.open(host);
       expect(isUnavailable(probe) && probe.unavailable).toContain(reason);
-      expect(nvml.availability()).toEqual({ ok: false, reason: (probe as { unavailable: string }).unavailable });
+      expect(nvml.available()).toEqual({ ok: false, reason: (probe as { unavailable: string }).unavailable });
       nvml.dispose?.();
     }
     double.script({ devices: [] });
     const none = createNvmlCollector({ library: double.library(), procRoot });
-    expect(none.availability()).toEqual({ ok: false, reason: "NVML reports no GPUs on this host" });
+    expect(none.available()).toEqual({ ok: false, reason: "NVML reports no GPUs on this host" });
     double.script(twoGpus());
     const here = createNvmlCollector({ library: double.library(), procRoot });
-    expect(here.availability()).toEqual({ ok: true, gpus: 2, driver: "550.54.15" });
+    expect(here.available()).toEqual({ ok: true, gpus: 2, driver: "550.54.15" });
     here.dispose?.();
   });
 });
@@ -438,4 +438,48 @@ describe("a run with the nvml collector", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe("nvml named where NVML is missing", () => {
+  // The collector's available() hook: `cpost run` and `cpost monitor serve` alike stop before anything starts.
+  test("`cpost run --collectors nvml` and `cpost monitor serve --collectors nvml` exit 2 naming nvml and the reason; the monitor's defaults leave it out with a line", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "cpost-nvml-missing-"));
+    try {
+      mkdirSync(join(dir, "in"));
+      writeFileSync(join(dir, "pipeline.yaml"), `api-version: 0.4.0\nname: gpu\noperators:\n  - name: trainer\n    container: {image: cpost-test/busybox, tag: "1", command: ["true"]}\n`);
+      const env = { ...process.env, CPOST_NVML_LIB: join(dir, "no-such-libnvidia-ml.so.1") };
+      const spawn = async (args: string[], timeoutMs = 30_000) => {
+        const child = Bun.spawn([BUN, join(REPO, "core/main.ts"), ...args], { cwd: dir, env, stdout: "pipe", stderr: "pipe" });
+        const timer = setTimeout(() => child.kill(), timeoutMs);
+        const [stderr, code] = await Promise.all([new Response(child.stderr).text(), child.exited]);
+        clearTimeout(timer);
+        return { code, stderr };
+      };
+      for (const args of [
+        ["run", join(dir, "pipeline.yaml"), join(dir, "in"), "--collectors", "cgroup,nvml"],
+        ["monitor", "serve", "--listen", "127.0.0.1:0", "--collectors", "cgroup,nvml"],
+        ["monitor", "serve", "--listen", "127.0.0.1:0", "--host-collectors", "host,nvml"],
+      ]) {
+        const { code, stderr } = await spawn(args);
+        expect({ args, code }).toEqual({ args, code: 2 });
+        expect(stderr).toMatch(/--(host-)?collectors nvml: not available on this host: /);
+        expect(stderr).toContain("leave nvml out of");
+      }
+      // Not named: the monitor starts without it and says why once (stopped here once it listens).
+      const child = Bun.spawn([BUN, join(REPO, "core/main.ts"), "monitor", "serve", "--listen", "127.0.0.1:0"], { cwd: dir, env, stdout: "pipe", stderr: "pipe" });
+      const reader = (child.stderr as ReadableStream<Uint8Array>).getReader();
+      let text = "";
+      const deadline = performance.now() + 30_000;
+      while (!/listening|listens|control API/.test(text) && performance.now() < deadline) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += new TextDecoder().decode(value);
+      }
+      child.kill("SIGTERM");
+      await child.exited;
+      expect(text).toContain("cpost monitor: nvml not used: ");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
 });

@@ -173,7 +173,7 @@ function openProbe(shared: Shared, target: Target, procRoot: string): Probe {
 }
 
 /** Makes an nvml collector; the library is loaded on the first `open` and shut down by `dispose`. */
-export function createNvmlCollector(options: NvmlOptions = {}): Collector & { availability(): NvmlAvailability } {
+export function createNvmlCollector(options: NvmlOptions = {}): Omit<Collector, "available"> & { available(): NvmlAvailability } {
   let state: Shared | Unavailable | undefined;
   const warn = options.onWarning ?? ((message: string) => void process.stderr.write(`warning: nvml: ${message}\n`));
   function load(): Shared | Unavailable {
@@ -207,7 +207,7 @@ export function createNvmlCollector(options: NvmlOptions = {}): Collector & { av
       if (state && !("unavailable" in state)) state.lib.shutdown();
       state = undefined;
     },
-    availability() {
+    available() {
       const loaded = load();
       return "unavailable" in loaded
         ? { ok: false, reason: loaded.unavailable }
@@ -216,13 +216,10 @@ export function createNvmlCollector(options: NvmlOptions = {}): Collector & { av
   };
 }
 
-/** Whether NVML works here; the runner turns `ok: false` into an error when `--collectors nvml` was asked for explicitly. */
+/** Whether NVML works here (the collector's `available()`): with how many GPUs and which driver. */
 export type NvmlAvailability = { ok: true; gpus: number; driver: string } | { ok: false; reason: string };
 
 const nvml = createNvmlCollector();
-
-/** Availability of the default instance (loads NVML once; `dispose` releases it). */
-export const nvmlAvailability = (): NvmlAvailability => nvml.availability();
 
 /** The `create(options)` the sampler's worker calls to rebuild a configured instance. */
 export const create = createNvmlCollector;

@@ -185,6 +185,14 @@ export interface Collector {
   /** Host-wide resources to release when cpost ends (e.g. nvmlShutdown). Optional. */
   dispose?(): void;
   /**
+   * Whether it can work on this host at all (a library, a device), asked
+   * once before anything starts, off the hot path. A collector the user
+   * named that answers `ok: false` stops `cpost run` and `cpost monitor`
+   * with exit 2 and the reason; the monitor's defaults take it where it
+   * answers `ok: true`. Optional: absent means it always can.
+   */
+  available?(): Availability;
+  /**
    * How the sampler's worker thread makes its own instance (probes cannot
    * cross threads): `module` is a built-in's registry name (e.g. "cgroup")
    * or a plugin's file URL; the worker calls that module's `create(options)`
@@ -194,6 +202,9 @@ export interface Collector {
    */
   readonly portable?: { module: string; options?: Record<string, string | number | boolean | undefined> };
 }
+
+/** A collector's answer to `available()`. */
+export type Availability = { ok: true } | { ok: false; reason: string };
 
 export function isUnavailable(x: Probe | Unavailable): x is Unavailable {
   return (x as Unavailable).unavailable !== undefined;

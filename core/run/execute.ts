@@ -7,7 +7,7 @@
 import { dirname, resolve } from "node:path";
 import { builtinSinks, sinkName } from "../../plugins/index.ts";
 import { CpostError, EXIT } from "../contracts/errors.ts";
-import type { Sink } from "../contracts/types.ts";
+import type { Collector, Sink } from "../contracts/types.ts";
 import { formatWarning, loadPipeline } from "../pipeline/pipeline.ts";
 import { resolveCollectors, resolveSinkFactories, type PluginSet } from "../registry/plugin-loader.ts";
 import type { SizingRequest } from "./limits.ts";
@@ -38,6 +38,23 @@ export interface RunRequest {
   plugins?: PluginSet;
 }
 
+/**
+ * Asks each collector with an `available()` hook whether it can work here;
+ * the first that cannot stops everything with exit 2, naming it and why.
+ * The check's own handles are released: the sampling thread opens its own.
+ */
+export function requireAvailable(collectors: Collector[], flag: string): void {
+  for (const collector of collectors) {
+    const state = collector.available?.();
+    collector.dispose?.();
+    if (state && !state.ok) {
+      throw new CpostError("usage", `${flag} ${collector.name}: not available on this host: ${state.reason}`, {
+        hint: `leave ${collector.name} out of ${flag} to run without it`,
+      });
+    }
+  }
+}
+
 /** Runs a pipeline once as asked; the exit code (0 all succeeded, 1 an operator failed or was skipped). `--repeat`: repeat.ts. */
 export async function executeRun(request: RunRequest): Promise<number> {
   const { pipeline, warnings } = loadPipeline(request.pipeline);
@@ -46,18 +63,9 @@ export async function executeRun(request: RunRequest): Promise<number> {
   checkInputs({ pipeline, inputDir: request.input, metricsDir: request.metricsDir, modelsDir: request.modelsDir });
   if (request.record !== undefined) checkWritableDir(dirname(resolve(request.record)), "--record", "give --record a file in a directory cpost can create and write to");
 
-  // nvml is never in the defaults: named, it was asked for, and a run without it would not be what was asked
-  if (request.collectors.includes("nvml")) {
-    const nvml = await import("../../collectors/nvml/index.ts");
-    const availability = nvml.nvmlAvailability();
-    nvml.default.dispose?.(); // the check's handle; the sampling thread opens its own
-    if (!availability.ok) {
-      throw new CpostError("usage", `--collectors nvml: NVML is not available on this host: ${availability.reason}`, {
-        hint: "leave nvml out of --collectors to run without GPU metrics",
-      });
-    }
-  }
   const collectors = await resolveCollectors(request.collectors, request.plugins, request.sinkOptions);
+  // A collector named is a collector asked for: a run without it would not be what was asked.
+  requireAvailable(collectors, "--collectors");
   const sinkNames = [...request.sinks];
   const sinkOptions: Record<string, string | undefined> = { ...request.sinkOptions };
   if (request.record !== undefined) {

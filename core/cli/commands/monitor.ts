@@ -12,6 +12,7 @@ import { loadSinkFactories } from "../../../plugins/index.ts";
 import { connectDocker } from "../../engine/docker.ts";
 import { CpostError } from "../../contracts/errors.ts";
 import { parseListen } from "../../contracts/listen.ts";
+import { requireAvailable } from "../../run/execute.ts";
 import { needsToken, startMonitor } from "../../run/monitor.ts";
 import type { Sink } from "../../contracts/types.ts";
 import { parseDuration } from "../../contracts/units.ts";
@@ -88,17 +89,23 @@ const serve = defineCommand({
         hint: "give --token-file FILE (clients send it as a bearer token), or listen on 127.0.0.1",
       });
     }
-    // GPUs by default where NVML answers; otherwise say so once, not once per target.
-    let gpus = false;
-    if ("nvml" in builtinCollectors && (flags.collectors === undefined || flags["host-collectors"] === undefined)) {
-      const nvml = (await builtinCollectors.nvml!()).default as { availability?(): { ok: true; gpus: number } | { ok: false; reason: string } };
-      const state = nvml.availability?.() ?? { ok: true, gpus: 0 };
-      gpus = state.ok;
-      if (!state.ok) process.stderr.write(`cpost monitor: GPUs not monitored: ${state.reason}\n`);
+    // Collectors that depend on the host (an available() hook: GPUs through NVML) join the defaults where
+    // they answer; otherwise that is said once, not once per target. Named ones must answer (exit 2).
+    const hostDependent: string[] = [];
+    if (flags.collectors === undefined || flags["host-collectors"] === undefined) {
+      for (const [name, load] of Object.entries(builtinCollectors)) {
+        const collector = (await load()).default;
+        if (!collector.available || DEFAULT_COLLECTORS.includes(name)) continue;
+        const state = collector.available();
+        collector.dispose?.();
+        if (state.ok) hostDependent.push(name);
+        else process.stderr.write(`cpost monitor: ${name} not used: ${state.reason}\n`);
+      }
     }
-    const withNvml = (names: string[]) => (gpus ? [...names, "nvml"] : names);
-    const containerCollectors = await loadCollectors(flags.collectors !== undefined ? commaList(str("collectors")) : withNvml(DEFAULT_COLLECTORS.filter((n) => n in builtinCollectors)));
-    const hostCollectors = await loadCollectors(flags["host-collectors"] !== undefined ? commaList(str("host-collectors")) : withNvml(["host"]));
+    const containerCollectors = await loadCollectors(flags.collectors !== undefined ? commaList(str("collectors")) : [...DEFAULT_COLLECTORS.filter((n) => n in builtinCollectors), ...hostDependent]);
+    const hostCollectors = await loadCollectors(flags["host-collectors"] !== undefined ? commaList(str("host-collectors")) : ["host", ...hostDependent]);
+    if (flags.collectors !== undefined) requireAvailable(containerCollectors, "--collectors");
+    if (flags["host-collectors"] !== undefined) requireAvailable(hostCollectors, "--host-collectors");
     const sinkNames = flags.sinks !== undefined ? commaList(str("sinks")) : ["prometheus"];
     if (sinkNames.length === 0) throw new CpostError("usage", "--sinks is empty: a monitor with no sinks records nothing", { hint: "e.g. --sinks es,prometheus" });
     checkSinkOptions(sinkOptions, sinkNames, []);
