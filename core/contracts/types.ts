@@ -353,6 +353,10 @@ export interface OperatorResult {
   limits?: ContainerLimits;
   /** Earlier attempts that were retried (`--retry-oom`), oldest first. Optional. */
   attempts?: OperatorAttempt[];
+  /** Absolute path of the file keeping its output (`<metrics_dir>/<operator>.log`); absent when none was kept. Optional. */
+  logFile?: string;
+  /** True when its output passed the log size limit and the file was cut there (marked in it). Optional. */
+  logCut?: boolean;
 }
 
 /** Per-operator summary, built from the samples alone (so replay rebuilds it). */

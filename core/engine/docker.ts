@@ -103,10 +103,23 @@ export interface NetworkInfo {
   labels: Record<string, string>;
 }
 
-/** One frame of a container's output. */
+/** One frame of a container's output, or a piece of a long one. */
 export interface LogChunk {
   stream: "stdout" | "stderr";
   data: Uint8Array;
+  /** Set on every piece of a long frame but its first (so a reader knows where the engine's timestamp is). */
+  continued?: true;
+}
+
+/** Which of a container's output to read. */
+export interface LogOptions {
+  /** Keep the request open and stream new output until the container stops (from its first line all the same). */
+  follow?: boolean;
+  /** Prefix each frame with the engine's RFC 3339 timestamp (nanoseconds) and a space. */
+  timestamps?: boolean;
+  /** Only the last N lines the engine kept. */
+  tail?: number;
+  signal?: AbortSignal;
 }
 
 /** Progress of an image pull, one engine status line. */
@@ -140,7 +153,13 @@ export interface DockerClient {
   waitContainer(id: string, signal?: AbortSignal): Promise<{ exitCode: number; error?: string }>;
   inspectContainer(id: string, signal?: AbortSignal): Promise<ContainerState>;
   /** The container's stdout and stderr, demultiplexed; `follow` streams until it exits. */
-  containerLogs(id: string, options?: { follow?: boolean; signal?: AbortSignal }): AsyncIterable<LogChunk>;
+  containerLogs(id: string, options?: LogOptions): AsyncIterable<LogChunk>;
+  /**
+   * The same, as it arrives: one array per read from the engine (what that read
+   * completed), read no further than the consumer has taken, so memory stays
+   * bounded whatever the volume. Breaking out of the loop stops the request.
+   */
+  logStream(id: string, options?: LogOptions): AsyncIterable<LogChunk[]>;
   /** Sends a signal (default SIGKILL); a container not running is not an error. */
   killContainer(id: string, signal?: string, abort?: AbortSignal): Promise<void>;
   /** Removes a container (force: kill first); one already gone is not an error. */
@@ -359,39 +378,72 @@ export function registryAuth(registry: string, configDir = process.env.DOCKER_CO
 
 // ---------------------------------------------------------------- logs
 
+/** The most payload the demuxer holds before handing a piece on: whole frames up to this size, longer ones in pieces. */
+export const LOG_PIECE_BYTES = 64 * 1024;
+
 /**
- * Parses the engine's multiplexed log stream (no TTY): frames of an 8-byte
- * header [stream, 0, 0, 0, size (u32 big-endian)] and `size` bytes, split
- * across chunks anywhere. Stream 0 (stdin) and 1 are stdout, 2 is stderr.
+ * Parses the engine's multiplexed log stream (no TTY) incrementally: frames
+ * of an 8-byte header [stream, 0, 0, 0, size (u32 big-endian)] and `size`
+ * bytes, split across chunks anywhere. Stream 0 (stdin) and 1 are stdout, 2
+ * is stderr. It holds at most one header and `maxPiece` bytes of payload,
+ * whatever the frames' sizes: a frame up to `maxPiece` is handed on whole, a
+ * longer one in pieces (all but the first marked `continued`).
  */
-export function defineLogDemuxer(onFrame: (chunk: LogChunk) => void): { push(bytes: Uint8Array): void; end(): void } {
-  let pending = new Uint8Array(0);
+export function defineLogDemuxer(onFrame: (chunk: LogChunk) => void, maxPiece = LOG_PIECE_BYTES): { push(bytes: Uint8Array): void; end(): void } {
+  const header = new Uint8Array(8);
+  let headerBytes = 0;
+  let stream: LogChunk["stream"] = "stdout";
+  /** Payload of the current frame not yet received. */
+  let remaining = 0;
+  let inFrame = false;
+  let continued = false;
+  const piece = new Uint8Array(maxPiece);
+  let pieceBytes = 0;
+  const emit = (data: Uint8Array) => {
+    onFrame(continued ? { stream, data, continued: true } : { stream, data });
+    continued = true;
+  };
   return {
     push(bytes) {
-      let buffer = pending.length === 0 ? bytes : concat(pending, bytes);
       let at = 0;
-      while (buffer.length - at >= 8) {
-        const size = new DataView(buffer.buffer, buffer.byteOffset + at + 4, 4).getUint32(0);
-        if (buffer.length - at - 8 < size) break;
-        const kind = buffer[at]!;
-        onFrame({ stream: kind === 2 ? "stderr" : "stdout", data: buffer.slice(at + 8, at + 8 + size) });
-        at += 8 + size;
+      while (at < bytes.length) {
+        if (!inFrame) {
+          const take = Math.min(8 - headerBytes, bytes.length - at);
+          header.set(bytes.subarray(at, at + take), headerBytes);
+          headerBytes += take;
+          at += take;
+          if (headerBytes < 8) return;
+          headerBytes = 0;
+          stream = header[0] === 2 ? "stderr" : "stdout";
+          remaining = new DataView(header.buffer).getUint32(4);
+          inFrame = true;
+          continued = false;
+          if (remaining > 0) continue;
+        }
+        const take = Math.min(remaining, bytes.length - at, maxPiece - pieceBytes);
+        if (pieceBytes === 0 && take === remaining) {
+          emit(bytes.slice(at, at + take)); // the whole rest of the frame is here: no copy through the piece buffer
+        } else {
+          piece.set(bytes.subarray(at, at + take), pieceBytes);
+          pieceBytes += take;
+          if (pieceBytes === maxPiece || take === remaining) {
+            emit(piece.slice(0, pieceBytes));
+            pieceBytes = 0;
+          }
+        }
+        at += take;
+        remaining -= take;
+        if (remaining === 0) inFrame = false;
       }
-      pending = buffer.slice(at);
     },
     end() {
       // A truncated last frame (the engine went away) is still output the user wants.
-      if (pending.length > 8) onFrame({ stream: pending[0] === 2 ? "stderr" : "stdout", data: pending.slice(8) });
-      pending = new Uint8Array(0);
+      if (pieceBytes > 0) emit(piece.slice(0, pieceBytes));
+      pieceBytes = 0;
+      headerBytes = 0;
+      inFrame = false;
     },
   };
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }
 
 // ---------------------------------------------------------------- the client
@@ -570,25 +622,43 @@ function defineClient(endpoint: EngineEndpoint, info: EngineInfo, raw: Requester
     },
 
     async *containerLogs(containerId, options = {}) {
+      for await (const chunks of client.logStream(containerId, options)) yield* chunks;
+    },
+
+    async *logStream(containerId, options = {}) {
+      const context = `logs of container ${short(containerId)}`;
       const res = await request("GET", `/containers/${id(containerId)}/logs`, {
-        query: { stdout: 1, stderr: 1, follow: options.follow ? 1 : undefined },
+        query: { stdout: 1, stderr: 1, follow: options.follow ? 1 : undefined, timestamps: options.timestamps ? 1 : undefined, tail: options.tail },
         signal: options.signal,
         timeoutMs: options.follow ? 0 : REQUEST_TIMEOUT_MS,
-        context: `logs of container ${short(containerId)}`,
+        context,
       });
       if (!res.body) return;
-      const ready: LogChunk[] = [];
+      let ready: LogChunk[] = [];
       const demux = defineLogDemuxer((chunk) => ready.push(chunk));
+      const reader = res.body.getReader();
       try {
-        for await (const bytes of res.body) {
-          demux.push(bytes);
-          yield* ready.splice(0);
+        for (;;) {
+          let read: Awaited<ReturnType<typeof reader.read>>;
+          try {
+            read = await reader.read();
+          } catch (error) {
+            if (options.signal?.aborted) return;
+            throw transportError(endpoint, { context }, error);
+          }
+          if (read.done) break;
+          demux.push(read.value);
+          if (ready.length === 0) continue;
+          const batch = ready;
+          ready = [];
+          yield batch;
         }
-      } catch (error) {
-        if (!options.signal?.aborted) throw transportError(endpoint, { context: `logs of container ${short(containerId)}` }, error);
+        demux.end();
+        if (ready.length > 0) yield ready;
+      } finally {
+        // Stopped early (the consumer broke off, or an error): close the request rather than leave the engine sending.
+        await reader.cancel().catch(() => undefined);
       }
-      demux.end();
-      yield* ready.splice(0);
     },
 
     async killContainer(containerId, signalName = "SIGKILL", abort) {

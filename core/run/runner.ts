@@ -12,6 +12,7 @@ import { createInterface } from "node:readline/promises";
 import { connectDocker, engineAnswer, type DockerClient } from "../engine/docker.ts";
 import { asCpostError, CpostError } from "../contracts/errors.ts";
 import { limitSpec, runWithOomRetry, type RunSizing } from "./limits.ts";
+import { defineOperatorOutput, type OperatorOutput, type OutputTarget } from "./operator-log.ts";
 import { isTritonService, mountsFor, outputHostDir, upstreamsOf } from "../pipeline/pipeline.ts";
 import { Sampler, type Watch } from "../sampling/sampler.ts";
 import { defineSinkFanout } from "../sinks/session.ts";
@@ -181,6 +182,7 @@ export async function runPipeline(options: RunOptions): Promise<RunResult> {
     },
   });
   sampler.ready(); // the sampling thread's start-up, before the first container rather than in its first samples
+  const output = defineOperatorOutput({ engine, metricsDir: options.metricsDir, live: options.verbose && !options.quiet, quiet: options.quiet ?? false, out: (options.out ?? process.stdout) as OutputTarget, operators: pipeline.order.map((op) => op.name), warn: log.warn });
   const results: OperatorResult[] = [];
   const summaries: OperatorSummary[] = [];
   const lateCleanups: Promise<unknown>[] = [];
@@ -225,7 +227,7 @@ export async function runPipeline(options: RunOptions): Promise<RunResult> {
         log.info(`Operator ${op.name} ${result.reason}`);
       } else {
         log.info(`\n${centre(`Executing Operator ${op.name}`)}`);
-        result = await runWithOomRetry(op, options.sizing, log.info, (limits) => runOperator(op, { engine, options, pipeline, inputDir, workDir, labels, runId, tritonEnv, gpus, sampler, log, signal, lateCleanups, limits }));
+        result = await runWithOomRetry(op, options.sizing, log.info, (limits) => runOperator(op, { engine, options, pipeline, inputDir, workDir, labels, runId, tritonEnv, gpus, sampler, log, signal, lateCleanups, limits, output }));
       }
       if (result.status === "interrupted") interrupted = true;
       if (result.status !== "succeeded") failed.set(op.name, result.status === "failed" ? "failed" : result.status);
@@ -282,6 +284,8 @@ interface OperatorContext {
   lateCleanups: Promise<unknown>[];
   /** Limits of this attempt (`--enforce-requests`, `--retry-oom`). */
   limits: ContainerLimits;
+  /** The run's operator output: shown live, kept, the last lines of a failure. */
+  output: OperatorOutput;
 }
 
 async function runOperator(op: Operator, ctx: OperatorContext): Promise<OperatorResult> {
@@ -335,6 +339,7 @@ async function runOperator(op: Operator, ctx: OperatorContext): Promise<Operator
     clearTimeout(timer);
   }
   log.info(`The container id is: ${id}`);
+  const output = ctx.output.follow(op.name, id, signal);
 
   try {
     const state = await engine.inspectContainer(id, signal);
@@ -348,38 +353,32 @@ async function runOperator(op: Operator, ctx: OperatorContext): Promise<Operator
       if (engineAnswer(e)?.status === 404) return { oomKilled: false, removed: true };
       throw e;
     });
-    if (options.verbose && !("removed" in after)) await printLogs(engine, id, op.name, log, signal).catch((e: unknown) => log.warn(`output of ${op.name}: ${(e as Error).message}`));
+    const kept = await output.finish();
+    const lastLines = exit.exitCode !== 0 && !("removed" in after) ? await output.failureLines(signal) : undefined;
     await engine.removeContainer(id, { force: true, signal });
     const endedAtMs = Date.now();
-    if (exit.exitCode === 0) return { ...base, containerId: id, status: "succeeded", exitCode: 0, oomKilled: after.oomKilled, endedAtMs };
+    if (exit.exitCode === 0) return { ...base, containerId: id, status: "succeeded", exitCode: 0, oomKilled: after.oomKilled, endedAtMs, ...kept };
     log.info(`Operator failed with exitcode is: ${exit.exitCode}`);
+    if (lastLines !== undefined) log.info(lastLines);
     const engineWentAway = (engine.outages ?? 0) > outagesBefore;
     const why = after.oomKilled ? ": killed for lack of memory (OOM)" : "removed" in after ? ": its container was removed from outside cpost" : engineWentAway ? ": the engine went away while it ran (stopped or restarted)" : exit.error ? `: ${exit.error}` : "";
     const reason = `exit code ${exit.exitCode}${why}`;
-    return { ...base, containerId: id, status: "failed", exitCode: exit.exitCode, reason, oomKilled: after.oomKilled, endedAtMs };
+    return { ...base, containerId: id, status: "failed", exitCode: exit.exitCode, reason, oomKilled: after.oomKilled, endedAtMs, ...kept };
   } catch (thrown) {
     watch?.stop();
     // Interrupted (or the engine failed mid-run): the container must not outlive cpost.
     await engine.killContainer(id, "SIGKILL", cleanupSignal(options.forceSignal)).catch(() => undefined);
     await engine.removeContainer(id, { force: true, signal: cleanupSignal(options.forceSignal) }).catch(() => undefined);
+    const kept = await output.finish();
     if (!signal.aborted) throw thrown;
     log.info(`Operator ${op.name} interrupted`);
-    return { ...base, containerId: id, status: "interrupted", exitCode: null, reason: "interrupted", endedAtMs: Date.now() };
+    return { ...base, containerId: id, status: "interrupted", exitCode: null, reason: "interrupted", endedAtMs: Date.now(), ...kept };
   }
 }
 
 function skipped(op: Operator, reason: string): OperatorResult {
   const now = Date.now();
   return { operator: op.name, containerId: "", status: "skipped", exitCode: null, reason, startedAtMs: now, endedAtMs: now };
-}
-
-async function printLogs(engine: DockerClient, id: string, operator: string, log: Console, signal: AbortSignal): Promise<void> {
-  const decoder = new TextDecoder();
-  let text = "";
-  for await (const chunk of engine.containerLogs(id, { signal })) text += decoder.decode(chunk.data, { stream: true });
-  text += decoder.decode();
-  if (text === "") return log.debug(`Operator ${operator} wrote no output`);
-  log.debug(`Output of operator ${operator}:\n${text.replace(/\n$/, "").replace(/^/gm, "| ")}`);
 }
 
 /** After a failure: --force cont goes on, stop stops, none asks on a TTY and stops without one. */
