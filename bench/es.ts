@@ -1,6 +1,8 @@
 /**
  * Benchmark of the Elasticsearch sink against the ES-protocol test server
- * (test/es-server.ts, in its own process so its CPU is not cpost's):
+ * (test/es-server.ts, in its own process so its CPU is not cpost's), or with
+ * `--opensearch` against a real OpenSearch node (test/opensearch/node.ts,
+ * 1 GiB heap, `cpost es setup`'s templates; its CPU is the node's process):
  *
  * 1. docs/s from one cpost into the server, beside the baseline of the same
  *    documents pre-encoded and posted bare with fetch (the server's and the
@@ -8,7 +10,7 @@
  * 2. the sink's extra CPU at 1 kHz sampling: batches of 250 rows every
  *    250 ms in real time, once into the es sink and once into a null sink.
  *
- *   node_modules/.bin/bun bench/es.ts [docs=500000] [seconds-at-1kHz=10]
+ *   node_modules/.bin/bun bench/es.ts [docs=500000] [seconds-at-1kHz=10] [--opensearch]
  */
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
@@ -16,21 +18,44 @@ import { join } from "node:path";
 import type { MetricColumn, RunInfo, RunResult, SampleBatch, Sink } from "../core/contracts/types.ts";
 import elasticsearch from "../plugins/elasticsearch/index.ts";
 import { defineEncoder } from "../plugins/elasticsearch/documents.ts";
-import { KNOWN_METRICS } from "../plugins/elasticsearch/templates.ts";
+import { KNOWN_METRICS, templateRequests } from "../plugins/elasticsearch/templates.ts";
+import { startOpenSearch } from "../test/opensearch/node.ts";
 
-const docs = Number(process.argv[2] ?? 500_000);
-const seconds = Number(process.argv[3] ?? 10);
+const real = process.argv.includes("--opensearch");
+const positional = process.argv.slice(2).filter((a) => !a.startsWith("--"));
+const docs = Number(positional[0] ?? (real ? 200_000 : 500_000));
+const seconds = Number(positional[1] ?? 10);
 const dir = mkdtempSync(join(tmpdir(), "cpost-bench-es-"));
 
-const serverProc = Bun.spawn([process.execPath, join(import.meta.dir, "../test/es-server.ts"), "--ids-only"], { stdout: "pipe", stderr: "inherit" });
-const reader = serverProc.stdout.getReader();
-const { url } = JSON.parse(new TextDecoder().decode((await reader.read()).value)) as { url: string };
+const server = real
+  ? await (async () => {
+    const node = await startOpenSearch({ name: "bench", heapMb: 1024, jit: "full" });
+    for (const t of templateRequests(false)) {
+      const res = await fetch(`${node.url}/${t.kind === "component" ? "_component_template" : "_index_template"}/${t.name}`, { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify(t.body) });
+      if (!res.ok) throw new Error(`template ${t.name}: ${await res.text()}`);
+    }
+    console.log(`a real OpenSearch 2.19.2 node (1 GiB heap), up in ${Math.round(node.startedInMs)} ms`);
+    return { url: node.url, pid: node.pid, stop: () => node.stop() };
+  })()
+  : await (async () => {
+    const proc = Bun.spawn([process.execPath, join(import.meta.dir, "../test/es-server.ts"), "--ids-only"], { stdout: "pipe", stderr: "inherit" });
+    const reader = proc.stdout.getReader();
+    const { url } = JSON.parse(new TextDecoder().decode((await reader.read()).value)) as { url: string };
+    return { url, pid: proc.pid, stop: async () => void proc.kill() };
+  })();
+const url = server.url;
+const serverName = real ? "OpenSearch" : "test server";
 /** CPU time the server process has used, ms (utime + stime of /proc/<pid>/stat, in clock ticks of 10 ms). */
 const serverCpuMs = () => {
-  const fields = readFileSync(`/proc/${serverProc.pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  const fields = readFileSync(`/proc/${server.pid}/stat`, "utf8").split(") ")[1]!.split(" ");
   return (Number(fields[11]) + Number(fields[12])) * 10;
 };
-const stats = async () => (await (await fetch(`${url}/_test/stats`)).json()) as { count: number; conflicts: number; rejected: number };
+const stats = async (): Promise<{ count: number }> => {
+  if (!real) return (await (await fetch(`${url}/_test/stats`)).json()) as { count: number };
+  await fetch(`${url}/metrics-cpost.*/_refresh`, { method: "POST" });
+  const answer = (await (await fetch(`${url}/metrics-cpost.*/_count`)).json()) as { count?: number };
+  return { count: answer.count ?? 0 };
+};
 
 // Every container metric cpost knows (the cgroup and blkio collectors' full set), and optionally GPUs.
 function columns(gpus: number): MetricColumn[] {
@@ -131,19 +156,19 @@ async function throughput(batches: SampleBatch[], perSecond: number, label: stri
   items.length = 0;
 
   const baseRate = docs / (baseMs / 1000);
-  console.log(`es throughput into the test server, container documents of ${columns(0).length} metrics (~${Math.round(bytes / docs)} bytes each):`);
+  console.log(`es throughput into the ${serverName}, container documents of ${columns(0).length} metrics (~${Math.round(bytes / docs)} bytes each):`);
   console.log(`  baseline, ${docs.toLocaleString("en-US")} pre-encoded documents posted bare: ${rate(docs, baseMs)}`);
   console.log(`  encoding alone:                                    ${rate(docs, encodeMs)}`);
   const flat = await throughput(batchesOf(batchMaker("flat-out", 0), docs), Infinity, "flat-out");
   console.log(`  cpost es sink, written as fast as possible:         ${rate(flat.docs, flat.ms)} = ${(flat.docs / (flat.ms / 1000) / baseRate).toFixed(2)}x baseline; ${flat.viaSpool} went through the spool (queue past its memory bound); stored ${flat.stored} of ${flat.docs}`);
-  console.log(`    CPU per document: cpost ${((flat.cpuMs * 1000) / flat.docs).toFixed(1)} us (= ${Math.round(flat.docs / (flat.cpuMs / 1000)).toLocaleString("en-US")} docs per CPU-second, batch making included), test server ${((flat.serverMs * 1000) / flat.docs).toFixed(1)} us`);
+  console.log(`    CPU per document: cpost ${((flat.cpuMs * 1000) / flat.docs).toFixed(1)} us (= ${Math.round(flat.docs / (flat.cpuMs / 1000)).toLocaleString("en-US")} docs per CPU-second, batch making included), ${serverName} ${((flat.serverMs * 1000) / flat.docs).toFixed(1)} us`);
   console.log("  cpost es sink at a steady rate, 3 s each (kept up = nothing needed the spool and >= 90 % of the rate was done by end()):");
-  for (const target of [25_000, 50_000, 75_000, 100_000, 150_000]) {
+  for (const target of real ? [5_000, 10_000, 20_000, 40_000] : [25_000, 50_000, 75_000, 100_000, 150_000]) {
     const r = await throughput(batchesOf(batchMaker(`paced-${target}`, 0), target * 3), target, `paced-${target}`);
     const kept = r.viaSpool === 0 && r.stored === r.docs && r.docs / (r.ms / 1000) >= 0.9 * target;
     console.log(`    ${target.toLocaleString("en-US").padStart(7)} docs/s asked: ${rate(r.docs, r.ms).padStart(14)} done (write -> end), ${String(r.viaSpool).padStart(6)} via the spool, stored ${r.stored} of ${r.docs}, CPU cpost ${Math.round((100 * r.cpuMs) / r.ms)} % / server ${Math.round((100 * r.serverMs) / r.ms)} %: ${kept ? "kept up" : "fell behind"}`);
   }
-  console.log("  goal: >= 50,000 docs/s from one cpost");
+  if (!real) console.log("  goal: >= 50,000 docs/s from one cpost");
 }
 
 // ---- 2. CPU at 1 kHz
@@ -174,5 +199,5 @@ for (const gpus of [0, 2]) {
 }
 
 console.log(`\nload average during the run: ${loadavg().map((l) => l.toFixed(2)).join(" ")} on ${cpus().length} cores (other work on this machine slows both columns)`);
-serverProc.kill();
+await server.stop();
 rmSync(dir, { recursive: true, force: true });

@@ -45,6 +45,8 @@ export interface NodeOptions {
   wrap?: string[];
   /** Data dir to use (and keep): a node restarted on its own data. */
   home?: string;
+  /** "quick" (default): C1 only, the fastest start; "full": the JIT a long run (a benchmark) wants. */
+  jit?: "quick" | "full";
   /** Wait for this cluster health (default green) before returning; "none": return once HTTP answers. */
   wait?: "green" | "yellow" | "none";
 }
@@ -107,7 +109,7 @@ export async function startOpenSearch(options: NodeOptions = {}): Promise<OpenSe
   if (!("discovery.seed_hosts" in settings)) settings["discovery.type"] = "single-node";
   const heap = options.heapMb ?? 512;
   const java = [
-    "java", `-Xms${heap}m`, `-Xmx${heap}m`, "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xss1m",
+    "java", `-Xms${heap}m`, `-Xmx${heap}m`, "-XX:+UseSerialGC", ...(options.jit === "full" ? [] : ["-XX:TieredStopAtLevel=1"]), "-Xss1m",
     "-Djava.awt.headless=true", "-Dlog4j2.disable.jmx=true", "-Dlog4j.shutdownHookEnabled=false",
     "-cp", classpath, "CpostOpenSearchNode", ...Object.entries(settings).map(([k, v]) => `${k}=${v}`),
   ];
