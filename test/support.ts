@@ -3,7 +3,7 @@
  * In CI (CI=true) a Docker test never skips: without an engine it fails.
  */
 import { test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
+import { chmodSync, utimesSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { connectDocker, type DockerClient } from "../core/engine/docker.ts";
@@ -86,11 +86,15 @@ export function compiledBinary(): Promise<string> {
     mkdirSync(root, { recursive: true });
     for (const old of readdirSync(root)) {
       const path = join(root, old);
-      // a build under way in another test process is left to it; one a killed process left, after a while
-      const stale = !old.startsWith(".build-") || Date.now() - statSync(path).mtimeMs > 10 * 60_000;
+      // Another test process may be running its own build (other sources, as while files are edited):
+      // a build is removed once unused for 20 minutes, not the moment sources change.
+      const stale = Date.now() - statSync(path).mtimeMs > 20 * 60_000;
       if (path !== dir && stale) rmSync(path, { recursive: true, force: true });
     }
-    if (existsSync(out)) return out;
+    if (existsSync(out)) {
+      utimesSync(dir, new Date(), new Date()); // in use: not stale for other test processes
+      return out;
+    }
     const building = mkdtempSync(join(root, ".build-"));
     chmodSync(building, 0o755);
     try {
