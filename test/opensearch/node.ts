@@ -30,7 +30,7 @@ export interface OpenSearchNode {
   startedInMs: number;
   /** SIGTERM, wait for the exit; removes the home. */
   stop(): Promise<void>;
-  /** SIGKILL: a node lost, not shut down. */
+  /** SIGKILL: a node lost, not shut down; its home is removed unless it was given (`home`, to restart on it). */
   kill(): Promise<void>;
 }
 
@@ -149,6 +149,7 @@ export async function startOpenSearch(options: NodeOptions = {}): Promise<OpenSe
     async kill() {
       proc.kill("SIGKILL");
       await exited;
+      if (!keepHome) rmSync(home, { recursive: true, force: true });
     },
   };
   if (options.wait !== "none") await waitForHealth(url, options.wait ?? "green");
