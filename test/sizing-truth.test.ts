@@ -18,6 +18,7 @@ import { afterAll, describe, expect } from "bun:test";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { mkdirSync, writeFileSync } from "node:fs";
+import { sizingNeeds } from "./sizing-needs.ts";
 import { compiledBinary, defineTestScratch, dockerTest, runProcess, TEST_IMAGE } from "./support.ts";
 
 const pids: number[] = [];
@@ -28,7 +29,7 @@ const [image, tag] = TEST_IMAGE.split(":") as [string, string];
 const CPUS = availableParallelism();
 
 /** The ground-truth pipeline: name -> command. */
-export const TRUTH_OPERATORS: Record<string, string[]> = {
+const TRUTH_OPERATORS: Record<string, string[]> = {
   one: ["cpost-workload", "cpu", "1", "4"],
   two: ["cpost-workload", "cpu", "2", "4"],
   three: ["cpost-workload", "cpu", "3", "4"],
@@ -60,17 +61,7 @@ function recommendations(stdout: string): Record<string, { cpu: number; memory: 
   return found;
 }
 
-/** What each case truly needs on this host, under either policy (memory 256 where not given). */
-const NEEDS: Record<string, { cpu: number; memory: number }> = {
-  one: { cpu: 1, memory: 256 },
-  two: { cpu: Math.min(2, CPUS), memory: 256 },
-  three: { cpu: Math.min(3, CPUS), memory: 256 },
-  // 300 MiB = 314.6 MB (+ a few MB of the process): + 100 MB (cpost) or + 15 % (percentile) -> 512.
-  held: { cpu: 1, memory: 512 },
-  // 400 MiB of page cache is given back before an OOM kill: the need is the ~1 MiB held.
-  cache: { cpu: 1, memory: 256 },
-  short: { cpu: 1, memory: 256 },
-};
+const NEEDS = sizingNeeds(CPUS);
 
 describe("sizing truth: known workloads, compiled binary, real engine", () => {
   for (const interval of ["10ms", "1ms"]) {

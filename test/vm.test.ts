@@ -24,6 +24,7 @@ import { join } from "node:path";
 import { figuresOf, IO_OPERATORS, readRun, runAccuracy, type CpostRun, type Figures } from "./accuracy-run.ts";
 import { compiledBinary, hasDocker, IN_CI, pingDocker, REPO, runProcess } from "./support.ts";
 import { replayInto } from "../core/sinks/recording.ts";
+import { sizingNeeds } from "./sizing-needs.ts";
 import { CPOST_POLICY, PERCENTILE_POLICY } from "../core/sizing/sizing.ts";
 import type { Recommendation, Sink } from "../core/contracts/types.ts";
 
@@ -194,14 +195,7 @@ suite(`cgroup v2 for real: a Debian VM under qemu${skipReason ? ` (skipped: ${sk
     const run = runs["cgroupfs/sizing-truth"]!;
     expect(run.exit).toBe(0);
     const cpus = run.recording.run.host.cpus;
-    const needs: Record<string, { cpu: number; memory: number }> = {
-      one: { cpu: 1, memory: 256 },
-      two: { cpu: Math.min(2, cpus), memory: 256 },
-      three: { cpu: Math.min(3, cpus), memory: 256 },
-      held: { cpu: 1, memory: 512 },
-      cache: { cpu: 1, memory: 256 },
-      short: { cpu: 1, memory: 256 },
-    };
+    const needs = sizingNeeds(cpus);
     for (const policy of [CPOST_POLICY, PERCENTILE_POLICY]) {
       const got: Record<string, Recommendation> = {};
       const spy: Sink = { name: "spy", start() {}, write() {}, operatorDone(r, s) { got[r.operator] = s.recommendation; }, end() {} };
