@@ -135,7 +135,9 @@ export function figuresOf(run: CpostRun): Figures {
   const rec = run.recording;
   const cpu = {} as Figures["cpu"];
   for (const op of ["cpu1", "cpu2"] as const) {
-    const line = new RegExp(`Output of operator ${op}:\\n\\| cpu_seconds=([\\d.]+) wall_seconds=([\\d.]+) start_epoch=([\\d.]+) end_epoch=([\\d.]+)`).exec(run.stdout);
+    // -v streams each operator's output between its banner and the next one, each line prefixed "| "
+    const section = run.stdout.split("Executing Operator ").find((s) => s.startsWith(`${op}_`)) ?? "";
+    const line = /^\| cpu_seconds=([\d.]+) wall_seconds=([\d.]+) start_epoch=([\d.]+) end_epoch=([\d.]+)/m.exec(section);
     if (!line) throw new Error(`${op}: the workload's report is not in cpost's -v output:\n${run.stdout}`);
     const [cpuSeconds, wallSeconds, start, end] = line.slice(1).map(Number) as [number, number, number, number];
     const s = series(rec, op);
