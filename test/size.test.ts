@@ -231,7 +231,8 @@ describe("cpost run --repeat (live)", () => {
     expect(run.stderr).toBe("");
     expect(run.code).toBe(0);
     for (const n of [1, 2]) {
-      expect(readdirSync(join(metrics, `run-${n}`)).sort()).toEqual(["quick_final_result.csv", "touch_final_result.csv"]);
+      // each operator's CSV and, since output is always kept, its log
+      expect(readdirSync(join(metrics, `run-${n}`)).sort()).toEqual(["quick.log", "quick_final_result.csv", "touch.log", "touch_final_result.csv"]);
       const recorded = readRecording(join(dir, `rec-run-${n}.msgpack`));
       expect(recorded.complete).toBe(true);
       const touch = recorded.operators[0]!.summary!;
