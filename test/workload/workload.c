@@ -10,6 +10,9 @@
  *                                         anonymous memory for SECONDS: the cache is
  *                                         reclaimable, the need is ~1 MiB
  *   cpost-workload sleep-ms MS            sleep MS milliseconds
+ *   cpost-workload spike MIB HOLD_MS PERIOD_MS SECONDS
+ *                                         every PERIOD_MS for SECONDS: allocate and touch
+ *                                         MIB, hold it HOLD_MS, free it (munmap)
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -18,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 static double now_s(void) {
@@ -108,6 +112,8 @@ static int cache(long mib, const char *file, double seconds) {
   return buf[block - 1] != 0x5a; /* keep buf alive */
 }
 
+static int spike(long mib, long hold_ms, long period_ms, double seconds);
+
 int main(int argc, char **argv) {
   if (argc >= 4 && strcmp(argv[1], "cpu") == 0) return cpu(atoi(argv[2]), atof(argv[3]));
   if (argc >= 4 && strcmp(argv[1], "mem") == 0) return mem(atol(argv[2]), atof(argv[3]));
@@ -119,6 +125,30 @@ int main(int argc, char **argv) {
     nanosleep(&ts, NULL);
     return 0;
   }
-  fprintf(stderr, "usage: cpost-workload cpu THREADS SECONDS | mem MIB SECONDS | io MIB FILE | cache MIB FILE SECONDS | sleep-ms MS\n");
+  if (argc >= 6 && strcmp(argv[1], "spike") == 0) return spike(atol(argv[2]), atol(argv[3]), atol(argv[4]), atof(argv[5]));
+  fprintf(stderr, "usage: cpost-workload cpu THREADS SECONDS | mem MIB SECONDS | io MIB FILE | cache MIB FILE SECONDS | sleep-ms MS"
+                  " | spike MIB HOLD_MS PERIOD_MS SECONDS\n");
   return 2;
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+/* mmap'd so free really returns the pages: the cgroup's usage drops after each hold */
+static int spike(long mib, long hold_ms, long period_ms, double seconds) {
+  size_t n = (size_t)mib << 20;
+  long page = sysconf(_SC_PAGESIZE);
+  long rounds = (long)(seconds * 1000 / period_ms);
+  for (long r = 0; r < rounds; r++) {
+    char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return 3;
+    for (size_t i = 0; i < n; i += page) p[i] = 1;
+    sleep_ms(hold_ms);
+    munmap(p, n);
+    sleep_ms(period_ms - hold_ms);
+  }
+  printf("spikes=%ld mib=%ld hold_ms=%ld\n", rounds, mib, hold_ms);
+  return 0;
 }
