@@ -317,7 +317,7 @@ describe("bad input: a clear error, exit 2, nothing left behind", () => {
     const missing = join(temp, "no-input");
     const run = await cpost([simple(), missing]);
     expect(run.code).toBe(2);
-    expect(run.stderr).toContain(`input directory ${missing} does not exist or is not a directory`);
+    expect(run.stderr).toContain(`${missing}: cannot read input directory: it does not exist`);
   });
 
   test("--models_dir missing when the pipeline uses Triton", async () => {

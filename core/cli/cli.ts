@@ -50,7 +50,7 @@ OPTIONS
   -h, --help       help (also after a command: cpost run --help)
   --version        print the version
 
-Exit codes: 0 every operator succeeded, 1 an operator failed, 2 usage or input error, 130 interrupted.`;
+Exit codes: 0 every operator succeeded, 1 an operator failed, 2 usage or input error, 70 internal error (a bug in cpost), 130 interrupted.`;
 
 function isHelp(arg: string | undefined): boolean {
   return arg === "-h" || arg === "--help" || arg === "help";
@@ -84,9 +84,15 @@ export async function main(argv: string[]): Promise<number> {
     const error = toCpostError(thrown);
     if (error.code === "interrupted") {
       consola.warn(error.message);
+    } else if (error.code === "internal") {
+      // A bug in cpost, not in the user's input: say so, and where the stack is.
+      const verbose = argv.includes("-v") || argv.includes("--verbose") || Boolean(process.env.CPOST_DEBUG);
+      process.stderr.write(`cpost: internal error: ${formatError(error)}\n`);
+      process.stderr.write(`cpost: this is a bug in cpost ${VERSION}; please report it with the command you ran${verbose ? " and this stack" : " (run it again with -v for the stack)"}\n`);
+      const stack = error.cause instanceof Error ? error.cause.stack : error.stack;
+      if (verbose && stack) process.stderr.write(`${stack}\n`);
     } else {
       process.stderr.write(`cpost: ${formatError(error)}\n`);
-      if (error.code === "internal" && process.env.CPOST_DEBUG) console.error(thrown);
     }
     return exitCodeOf(error);
   }

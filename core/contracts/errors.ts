@@ -67,8 +67,8 @@ export class CpostError extends Error {
   }
 }
 
-/** Exit codes of DESIGN.md. */
-export const EXIT = { ok: 0, operatorFailed: 1, usage: 2, interrupted: 130 } as const;
+/** Exit codes of DESIGN.md; `internal` (a bug in cpost) is sysexits' EX_SOFTWARE, apart from "an operator failed". */
+export const EXIT = { ok: 0, operatorFailed: 1, usage: 2, internal: 70, interrupted: 130 } as const;
 
 /** The exit code an error maps to. */
 export function exitCodeOf(error: CpostError): number {
@@ -78,7 +78,7 @@ export function exitCodeOf(error: CpostError): number {
     case "interrupted":
       return EXIT.interrupted;
     case "internal":
-      return EXIT.operatorFailed;
+      return EXIT.internal;
     default:
       return EXIT.usage;
   }
@@ -91,10 +91,48 @@ export function asCpostError(thrown: unknown, fallback: ErrorCode = "internal"):
   return new CpostError(fallback, message, { cause: thrown });
 }
 
+/**
+ * A file or directory the user named that cannot be used as one: exit 2
+ * with the path, what is wrong in words (ENOENT, EISDIR, ENOTDIR, EACCES,
+ * …) and what to do. `what` names it ("pipeline file", "--models_dir");
+ * `want` says which it must be.
+ */
+export function pathError(path: string, what: string, cause: unknown, want: "file" | "directory", hint?: string): CpostError {
+  const [problem, fix] = pathProblem(cause, what, want);
+  const code = (cause as NodeJS.ErrnoException | null)?.code;
+  return new CpostError("input", `cannot read ${what}: ${problem}`, { file: path, cause, hint: hint && code === "ENOENT" ? hint : fix });
+}
+
+/** What an errno means for a path the user named, in words, and what to do: [problem, fix]. */
+export function pathProblem(cause: unknown, what: string, want: "file" | "directory"): [string, string] {
+  const code = (cause as NodeJS.ErrnoException | null)?.code;
+  const why: Record<string, [string, string]> = {
+    ENOENT: ["it does not exist", "check the path (relative paths are from the current directory)"],
+    EISDIR: ["it is a directory, not a file", `give the ${what} itself, not the directory holding it`],
+    ENOTDIR: want === "directory" ? ["it is not a directory", `give a directory as ${what}`] : ["a part of its path is not a directory", "check the path: one of its parts is a file"],
+    EACCES: ["permission denied", `make it readable by this user (chmod / chown${want === "directory" ? "; a directory also needs x" : ""}), or run cpost as a user who can read it`],
+    EPERM: ["operation not permitted", "make it readable by this user, or run cpost as a user who can read it"],
+    ELOOP: ["it is a loop of symbolic links", "check the links along the path"],
+    ENAMETOOLONG: ["the path is too long", "give a shorter path"],
+  };
+  return why[code ?? ""] ?? [(cause as Error | null)?.message ?? String(cause), `check the ${what}`];
+}
+
 /** Wraps a plugin's failure at its boundary, naming the plugin and the hook. */
 export function pluginError(plugin: string, hook: string, thrown: unknown): CpostError {
-  const inner = thrown instanceof Error ? thrown.message : String(thrown);
-  return new CpostError("plugin", `${plugin}: ${hook} failed: ${inner}`, { plugin, hook, cause: thrown });
+  return new CpostError("plugin", `${plugin}: ${hook} failed: ${thrownMessage(thrown)}`, { plugin, hook, cause: thrown });
+}
+
+/** The message of anything a plugin threw or rejected with (an Error, a string, null, an object). */
+function thrownMessage(thrown: unknown): string {
+  if (thrown instanceof Error) return thrown.message || thrown.name;
+  if (typeof thrown === "object" && thrown !== null && typeof (thrown as { message?: unknown }).message === "string") return (thrown as { message: string }).message;
+  if (typeof thrown === "string") return thrown;
+  try {
+    return `it threw ${JSON.stringify(thrown) ?? String(thrown)}`;
+  } catch {
+    return `it threw ${Object.prototype.toString.call(thrown)}`;
+  }
 }
 
 /** Renders an error (and its related errors) as the CLI prints it. */

@@ -404,6 +404,17 @@ export interface RunResult {
   /** Achieved sampling intervals, ms. */
   interval: { target: number; p50: number; p99: number; samples: number };
   interrupted: boolean;
+  /** Sinks that did not get every batch (fell behind and dropped, or cut off at the end). Optional; absent = none lost. */
+  sinkLosses?: SinkLoss[];
+}
+
+/** What one sink did not get: batches dropped because it fell behind, and batches still queued when the run's end gave up on it. */
+export interface SinkLoss {
+  sink: string;
+  droppedBatches: number;
+  droppedRows: number;
+  undeliveredBatches: number;
+  undeliveredRows: number;
 }
 
 // ---------------------------------------------------------------- sinks

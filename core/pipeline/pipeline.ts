@@ -6,7 +6,7 @@
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node, type Pair, type YAMLMap } from "yaml";
-import { CpostError } from "../contracts/errors.ts";
+import { CpostError, pathError } from "../contracts/errors.ts";
 import type { Operator, OperatorInput, OperatorOutput, OperatorService, Pipeline, Requests } from "../contracts/types.ts";
 
 /** Largest pipeline file cpost reads; real ones are a few KB. */
@@ -58,14 +58,14 @@ const REQUEST_KEYS = new Set(["cpu", "gpu", "memory"]);
 /** Reads and checks a pipeline file; throws one CpostError listing every problem. */
 export function loadPipeline(file: string): ParsedPipeline {
   let size: number;
+  let text: string;
   try {
-    size = statSync(file).size;
+    const stat = statSync(file);
+    if (stat.isDirectory()) throw Object.assign(new Error("is a directory"), { code: "EISDIR" });
+    size = stat.size;
+    text = size > MAX_PIPELINE_BYTES ? "" : readFileSync(file, "utf8");
   } catch (cause) {
-    throw new CpostError("input", `cannot read pipeline file: ${(cause as Error).message}`, {
-      file,
-      cause,
-      hint: "check the path of the pipeline definition",
-    });
+    throw pathError(file, "pipeline file", cause, "file", "check the path of the pipeline definition");
   }
   if (size > MAX_PIPELINE_BYTES) {
     throw new CpostError("input", `pipeline file is ${size} bytes; cpost reads at most ${MAX_PIPELINE_BYTES}`, {
@@ -73,7 +73,7 @@ export function loadPipeline(file: string): ParsedPipeline {
       hint: "a pipeline definition is a few kilobytes; check that this is the right file",
     });
   }
-  return parsePipeline(readFileSync(file, "utf8"), file);
+  return parsePipeline(text, file);
 }
 
 /** Parses and checks pipeline YAML text; `file` names it in messages. */

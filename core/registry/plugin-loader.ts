@@ -7,12 +7,12 @@
  * contracts of core/contracts/types.ts with its failures wrapped at the boundary:
  * every error names the plugin file or the plugin and hook.
  */
-import { existsSync, readdirSync, realpathSync, statSync } from "node:fs";
+import { accessSync, constants, existsSync, readdirSync, realpathSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { builtinCollectors, loadCollectors } from "../../collectors/index.ts";
 import { builtinSinks, loadSinkFactories, SINK_ALIASES, sinkName } from "../../plugins/index.ts";
-import { CpostError, pluginError } from "../contracts/errors.ts";
+import { CpostError, pathError, pathProblem, pluginError } from "../contracts/errors.ts";
 import { columnKey, defineCollector, defineSink, isUnavailable, type CollectorPlugin, type PluginOptions, type SinkHooks, type SinkPlugin } from "../contracts/plugin-sdk.ts";
 import type { Collector, MetricBuffer, MetricUnit, Probe, SinkFactory, SinkOptions, Target, Unavailable } from "../contracts/types.ts";
 
@@ -67,19 +67,22 @@ export function pluginPathFiles(pluginPath: string | undefined): string[] {
   for (const entry of (pluginPath ?? "").split(":").filter(Boolean)) {
     const path = resolve(entry);
     let isDir: boolean;
+    let names: string[] = [];
     try {
       isDir = statSync(path).isDirectory();
-    } catch {
-      throw new CpostError("plugin", `${PLUGIN_PATH_ENV}: ${entry} does not exist`, { hint: `list plugin files or directories in ${PLUGIN_PATH_ENV}, separated by ':'` });
+      if (isDir) names = readdirSync(path).sort();
+    } catch (cause) {
+      const error = pathError(entry, `${PLUGIN_PATH_ENV}: ${entry}`, cause, "directory", `list plugin files or directories in ${PLUGIN_PATH_ENV}, separated by ':'`);
+      throw new CpostError("plugin", error.message, { cause, hint: error.hint });
     }
     if (!isDir) {
       files.push(path);
       continue;
     }
-    for (const name of readdirSync(path).sort()) {
+    for (const name of names) {
       if (name.startsWith(".") || name === "node_modules") continue;
       const full = join(path, name);
-      if (statSync(full).isDirectory()) {
+      if (isDirectoryPath(full)) {
         const index = indexFileOf(full);
         if (index) files.push(index);
       } else if (PLUGIN_FILE.test(name) && !/\.d\.m?ts$|\.test\.|\.spec\./.test(name)) files.push(full);
@@ -105,6 +108,14 @@ function serveSdkModule(): void {
 
 const INDEX_FILES = ["index.ts", "index.mts", "index.js", "index.mjs"];
 
+function isDirectoryPath(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false; // a dangling link or an unreadable entry: not a plugin directory
+  }
+}
+
 /** A directory's plugin index file, if it has one. */
 const indexFileOf = (dir: string): string | undefined => INDEX_FILES.map((i) => join(dir, i)).find((i) => existsSync(i));
 
@@ -118,7 +129,15 @@ function entryOf(path: string): string {
 export async function importPlugin(file: string, display = file): Promise<CollectorPlugin | SinkPlugin> {
   const path = entryOf(resolve(file));
   const fail = (why: string, hint: string, cause?: unknown) => new CpostError("plugin", `plugin ${display}: ${why}`, { hint, cause });
+  if (!existsSync(path) && isDirectoryPath(resolve(display))) throw fail(`cannot load: the directory has no ${INDEX_FILES.join(", ")}`, "give the plugin file itself, or put an index.ts in its directory");
   if (!existsSync(path)) throw fail(`cannot load: no such file${path === resolve(file) ? "" : ` (${path})`}`, "check the path (relative paths are from the current directory); a directory needs an index.ts or index.js");
+  try {
+    if (statSync(path).isDirectory()) throw Object.assign(new Error("is a directory"), { code: "EISDIR" });
+    accessSync(path, constants.R_OK);
+  } catch (cause) {
+    const [problem, hint] = pathProblem(cause, "plugin file", "file");
+    throw fail(`cannot load: ${problem}`, hint, cause);
+  }
   serveSdkModule();
   let module: { default?: unknown };
   try {
@@ -160,6 +179,7 @@ function checkName(shape: Record<string, unknown>): string[] {
         if (!NAME.test(key)) problems.push(`option ${JSON.stringify(key)} is not a name of lowercase letters, digits and '-'`);
         if (typeof o?.description !== "string") problems.push(`option ${key} has no description`);
         if (o?.default !== undefined && typeof o.default !== "string") problems.push(`option ${key}: default is not a string`);
+        if (o?.required !== undefined && typeof o.required !== "boolean") problems.push(`option ${key}: required is not true or false`);
       }
     }
   }
@@ -169,14 +189,57 @@ function checkName(shape: Record<string, unknown>): string[] {
 function checkCollector(shape: Record<string, unknown>): string[] {
   if (typeof shape.create === "function") return ["it has both open (a collector) and create (a sink)"];
   if (shape.dispose !== undefined && typeof shape.dispose !== "function") return ["dispose is not a function"];
-  if (!Array.isArray(shape.metrics)) return ["metrics is not an array of metric specs"];
+  return metricsProblems(shape.metrics, "metrics");
+}
+
+/** What is wrong with a list of metric specs (the plugin's, or a probe's), each problem naming its place. */
+function metricsProblems(metrics: unknown, at: string): string[] {
+  if (!Array.isArray(metrics)) return [`${at} is ${describe(metrics)}, not an array of metric specs`];
   const problems: string[] = [];
-  shape.metrics.forEach((m: Record<string, unknown> | null, i) => {
-    if (typeof m?.name !== "string" || !/^[a-z0-9_]+(\.[a-z0-9_]+)+$/.test(m.name)) problems.push(`metrics[${i}].name ${JSON.stringify(m?.name)} is not a dotted name like proc.threads`);
-    if (!UNITS.includes(m?.unit as MetricUnit)) problems.push(`metrics[${i}].unit ${JSON.stringify(m?.unit)} is not one of ${UNITS.join(", ")}`);
-    if (m?.kind !== "gauge" && m?.kind !== "counter") problems.push(`metrics[${i}].kind ${JSON.stringify(m?.kind)} is neither gauge nor counter`);
+  metrics.forEach((spec: unknown, i) => {
+    if (typeof spec !== "object" || spec === null) {
+      problems.push(`${at}[${i}] is ${describe(spec)}, not a metric spec { name, unit, kind }`);
+      return;
+    }
+    const m = spec as Record<string, unknown>;
+    if (typeof m.name !== "string" || !/^[a-z0-9_]+(\.[a-z0-9_]+)+$/.test(m.name)) problems.push(`${at}[${i}].name ${describe(m.name)} is not a dotted name like proc.threads`);
+    if (!UNITS.includes(m.unit as MetricUnit)) problems.push(`${at}[${i}].unit ${describe(m.unit)} is not one of ${UNITS.join(", ")}`);
+    if (m.kind !== "gauge" && m.kind !== "counter") problems.push(`${at}[${i}].kind ${describe(m.kind)} is neither gauge nor counter`);
+    if (m.device !== undefined && !(Number.isInteger(m.device) && (m.device as number) >= 0)) problems.push(`${at}[${i}].device ${describe(m.device)} is not a device index (0, 1, …)`);
+    if (m.description !== undefined && typeof m.description !== "string") problems.push(`${at}[${i}].description is not a string`);
   });
   return problems;
+}
+
+/** A plugin's value as a message shows it: short, never throwing. */
+function describe(value: unknown): string {
+  if (value === undefined) return "undefined";
+  if (typeof value === "function") return "a function";
+  if (typeof value === "object" && value !== null && typeof (value as PromiseLike<unknown>).then === "function") return "a promise";
+  if (typeof value === "bigint" || typeof value === "symbol") return String(value);
+  try {
+    const text = JSON.stringify(value) ?? String(value);
+    return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}
+
+/** What is wrong with the value a collector's open returned (a probe or { unavailable }), or undefined. */
+function openProblem(opened: unknown): string | undefined {
+  if (typeof opened !== "object" || opened === null) return `returned ${describe(opened)}, not a probe or { unavailable: "why" }`;
+  if (typeof (opened as PromiseLike<unknown>).then === "function") return "returned a promise; open must return a probe (or { unavailable }) at once (do slow work before, or in open itself)";
+  const o = opened as Record<string, unknown>;
+  if ("unavailable" in o && o.unavailable !== undefined) {
+    if (typeof o.unavailable !== "string" || o.unavailable === "") return `returned { unavailable: ${describe(o.unavailable)} }; unavailable is the reason, a non-empty string`;
+    if (o.waitFor !== undefined && !(Array.isArray(o.waitFor) && o.waitFor.every((p) => typeof p === "string"))) return `returned { waitFor: ${describe(o.waitFor)} }; waitFor is a list of paths`;
+    return undefined;
+  }
+  const problems = metricsProblems(o.metrics, "probe.metrics");
+  if (typeof o.read !== "function") problems.push(`probe.read is ${describe(o.read)}, not a function`);
+  if (o.close !== undefined && typeof o.close !== "function") problems.push(`probe.close is ${describe(o.close)}, not a function`);
+  if (o.source !== undefined && typeof o.source !== "string") problems.push(`probe.source is ${describe(o.source)}, not a string`);
+  return problems.length > 0 ? `returned a probe that is not valid: ${problems.slice(0, 3).join("; ")}${problems.length > 3 ? ` (and ${problems.length - 3} more)` : ""}` : undefined;
 }
 
 function checkSink(shape: Record<string, unknown>): string[] {
@@ -275,24 +338,29 @@ export function collectorOf(definition: CollectorPlugin, file: string, options: 
       let opened: Probe | Unavailable;
       try {
         opened = definition.open(target, context);
-        if (typeof opened !== "object" || opened === null) throw new Error(`open returned ${String(opened)}, not a probe or { unavailable }`);
-        if (isUnavailable(opened)) return opened;
-        if (!Array.isArray(opened.metrics) || typeof opened.read !== "function") throw new Error("open returned a probe without a metrics array and a read function");
+        // Checked here, where the value enters: the sampler and the sinks see only well-formed probes.
+        const problem = openProblem(opened);
+        if (problem) throw new Error(problem);
+        if (isUnavailable(opened)) return { unavailable: opened.unavailable, ...(opened.waitFor ? { waitFor: [...opened.waitFor] } : {}) };
       } catch (thrown) {
         disabled = "its open failed earlier in this run";
         throw thrown;
       }
       const probe = opened;
       return {
-        metrics: probe.metrics,
+        metrics: probe.metrics.map((m) => ({ ...m })),
         source: typeof probe.source === "string" ? probe.source : `plugin ${basename(file)}`,
         read(out: MetricBuffer): boolean {
+          let live: unknown;
           try {
-            return probe.read(out);
+            live = probe.read(out);
           } catch (thrown) {
             disabled = "its read failed earlier in this run";
             throw thrown;
           }
+          if (live === true || live === false) return live;
+          disabled = "its read failed earlier in this run";
+          throw new Error(`returned ${describe(live)}, not true (read) or false (the target is gone)`);
         },
         close() {
           try {
@@ -303,7 +371,15 @@ export function collectorOf(definition: CollectorPlugin, file: string, options: 
         },
       };
     },
-    dispose: definition.dispose ? () => definition.dispose!() : undefined,
+    dispose: definition.dispose
+      ? () => {
+          try {
+            definition.dispose!();
+          } catch (thrown) {
+            throw pluginError(definition.name, "dispose", thrown);
+          }
+        }
+      : undefined,
   };
 }
 
@@ -321,21 +397,38 @@ export function sinkFactoryOf(plugin: Extract<LoadedPlugin, { kind: "sink" }>): 
   return async (sinkOptions: SinkOptions) => {
     const options = optionValues(plugin, sinkOptions.options);
     let hooks: SinkHooks;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      hooks = await definition.create({ options, metricsDir: sinkOptions.metricsDir, out: sinkOptions.out ?? process.stdout } as Parameters<SinkPlugin["create"]>[0]);
+      const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`did not return within ${CREATE_TIMEOUT_MS / 1000} s`)), CREATE_TIMEOUT_MS)));
+      hooks = await Promise.race([Promise.resolve().then(() => definition.create({ options, metricsDir: sinkOptions.metricsDir, out: sinkOptions.out ?? process.stdout } as Parameters<SinkPlugin["create"]>[0])), late]);
     } catch (thrown) {
       throw thrown instanceof CpostError ? thrown : pluginError(definition.name, "create", thrown);
+    } finally {
+      clearTimeout(timer);
     }
-    if (typeof hooks !== "object" || hooks === null) throw pluginError(definition.name, "create", new Error(`returned ${String(hooks)}, not an object of hooks`));
+    const problem = hooksProblem(hooks);
+    if (problem) throw new CpostError("plugin", `${definition.name}: create ${problem}`, { plugin: definition.name, hook: "create", hint: "create returns (or resolves to) an object of hook functions: { start, operatorStart, write, operatorDone, end }, each optional; see docs/plugins.md" });
+    // A hook's result is awaited when it is a promise and otherwise ignored; a throw or a rejection is the sink's failure (core/sinks/session.ts).
     return {
       name: definition.name,
-      start: (run) => hooks.start?.(run),
-      operatorStart: (operator) => hooks.operatorStart?.(operator),
-      write: (batch) => hooks.write?.(batch),
-      operatorDone: (result, summary) => hooks.operatorDone?.(result, summary),
-      end: (result) => hooks.end?.(result),
+      start: (run) => hooks.start?.(run) as void | Promise<void>,
+      operatorStart: (operator) => hooks.operatorStart?.(operator) as void | Promise<void>,
+      write: (batch) => hooks.write?.(batch) as void | Promise<void>,
+      operatorDone: (result, summary) => hooks.operatorDone?.(result, summary) as void | Promise<void>,
+      end: (result) => hooks.end?.(result) as void | Promise<void>,
     };
   };
+}
+
+/** How long a sink plugin's `create` may take before the run stops (exit 2) naming it. */
+export const CREATE_TIMEOUT_MS = 15_000;
+const SINK_HOOKS = ["start", "operatorStart", "write", "operatorDone", "end"] as const;
+
+/** What is wrong with what a sink's create returned, or undefined. */
+function hooksProblem(hooks: unknown): string | undefined {
+  if (typeof hooks !== "object" || hooks === null || Array.isArray(hooks)) return `returned ${describe(hooks)}, not an object of hooks`;
+  const wrong = SINK_HOOKS.filter((h) => (hooks as Record<string, unknown>)[h] !== undefined && typeof (hooks as Record<string, unknown>)[h] !== "function");
+  return wrong.length > 0 ? `returned hooks that are not functions: ${wrong.map((h) => `${h} is ${describe((hooks as Record<string, unknown>)[h])}`).join(", ")}` : undefined;
 }
 
 /** The run's collectors by name: built-ins from the registry, plugins adapted with their options. */

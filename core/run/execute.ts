@@ -36,6 +36,8 @@ export interface RunRequest {
   sinkOptions: Record<string, string>;
   /** Loaded plugins whose names `collectors` and `sinks` may use. */
   plugins?: PluginSet;
+  /** `--sink-end-timeout`, ms. */
+  sinkEndTimeoutMs?: number;
 }
 
 /**
@@ -96,6 +98,7 @@ export async function executeRun(request: RunRequest): Promise<number> {
       keepOutputs: request.keepOutputs,
       tritonImage: request.tritonImage,
       sizing: request.sizing,
+      sinkEndTimeoutMs: request.sinkEndTimeoutMs,
       signal: interrupt.signal,
       forceSignal: interrupt.forceSignal,
     });

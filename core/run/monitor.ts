@@ -91,7 +91,7 @@ export interface Monitor {
   close(): Promise<void>;
 }
 
-type SinkCaller = (hook: string, fn: (sink: Sink) => unknown) => Promise<void>;
+type SinkCaller = (hook: string, fn: (sink: Sink) => unknown, batch?: SampleBatch) => Promise<void>;
 
 /** Starts serving; throws CpostError when the address is taken or a token is missing for a non-loopback address. */
 export async function startMonitor(options: MonitorOptions): Promise<Monitor> {
@@ -139,7 +139,7 @@ export async function startMonitor(options: MonitorOptions): Promise<Monitor> {
     const builders = new Map<string, SummaryBuilder>();
     const onBatch = (batch: SampleBatch) => {
       builders.get(batch.containerId)?.add(batch);
-      void call("write", (s) => s.write(batch));
+      void call("write", (s) => s.write(batch), batch);
     };
     const sampler = (collectors: Collector[]) =>
       new Sampler({ intervalMs: options.intervalMs, collectors, batchMs: options.batchMs, onBatch, onWarning: (m) => options.warn(m), originMs: performance.now() });

@@ -10,7 +10,7 @@ import { availableParallelism, hostname, release, tmpdir, totalmem } from "node:
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline/promises";
 import { connectDocker, engineAnswer, type DockerClient } from "../engine/docker.ts";
-import { asCpostError, CpostError } from "../contracts/errors.ts";
+import { asCpostError, CpostError, pathError } from "../contracts/errors.ts";
 import { limitSpec, runWithOomRetry, type RunSizing } from "./limits.ts";
 import { defineOperatorOutput, type OperatorOutput, type OutputTarget } from "./operator-log.ts";
 import { isTritonService, mountsFor, outputHostDir, upstreamsOf } from "../pipeline/pipeline.ts";
@@ -70,17 +70,13 @@ export interface RunOptions {
   sinkNames?: string[];
   /** Sizing policy, requests enforced as limits, OOM retries (core/run/limits.ts). */
   sizing?: RunSizing;
+  /** How long the run's end waits for a sink to catch up, and again for its end hook (`--sink-end-timeout`; default core/sinks/session.ts). */
+  sinkEndTimeoutMs?: number;
 }
 
 /** Checks what can be checked before anything starts; throws CpostError("input") naming the path and what to do. */
 export function checkInputs(options: Pick<RunOptions, "pipeline" | "inputDir" | "metricsDir" | "modelsDir">): void {
-  const input = resolve(options.inputDir);
-  if (!isDirectory(input)) {
-    throw new CpostError("input", `input directory ${options.inputDir} does not exist or is not a directory`, {
-      file: options.inputDir,
-      hint: "give the directory holding the input payload as the second argument",
-    });
-  }
+  checkReadableDir(options.inputDir, "input directory", "give the directory holding the input payload as the second argument");
   if (options.metricsDir !== undefined) checkWritableDir(options.metricsDir, "--metrics_dir");
   const triton = options.pipeline.order.filter((op) => op.needsTriton);
   if (triton.length === 0) return;
@@ -92,12 +88,7 @@ export function checkInputs(options: Pick<RunOptions, "pipeline" | "inputDir" | 
       hint: "pass --models_dir with the Triton model repository (one directory per model, each with config.pbtxt)",
     });
   }
-  if (!isDirectory(options.modelsDir)) {
-    throw new CpostError("input", `models directory ${options.modelsDir} does not exist or is not a directory`, {
-      file: options.modelsDir,
-      hint: "pass --models_dir with the Triton model repository",
-    });
-  }
+  checkReadableDir(options.modelsDir, "--models_dir", "pass --models_dir with the Triton model repository");
   for (const model of models) {
     if (!existsSync(join(options.modelsDir, model, "config.pbtxt"))) {
       throw new CpostError("input", `model \`${model}\` is missing in the models directory ${options.modelsDir} (no ${model}/config.pbtxt)`, {
@@ -105,6 +96,16 @@ export function checkInputs(options: Pick<RunOptions, "pipeline" | "inputDir" | 
         hint: "put each model the pipeline names in its own directory with its config.pbtxt",
       });
     }
+  }
+}
+
+/** A directory the user named that cpost reads (and mounts): exit 2 naming it and what is wrong (ENOENT, ENOTDIR, EACCES). */
+function checkReadableDir(dir: string, what: string, hint: string): void {
+  try {
+    if (!statSync(dir).isDirectory()) throw Object.assign(new Error("not a directory"), { code: "ENOTDIR" });
+    accessSync(dir, constants.R_OK | constants.X_OK);
+  } catch (cause) {
+    throw pathError(dir, what, cause, "directory", hint);
   }
 }
 
@@ -167,7 +168,7 @@ export async function runPipeline(options: RunOptions): Promise<RunResult> {
   const ownWorkDir = options.workDir === undefined;
   const workDir = resolve(options.workDir ?? join(tmpdir(), `cpost-${runId}`));
   const inputDir = resolve(options.inputDir);
-  const sinks = defineSinkFanout(options.sinks, log.warn);
+  const sinks = defineSinkFanout(options.sinks, log.warn, { endTimeoutMs: options.sinkEndTimeoutMs });
   const builders = new Map<string, SummaryBuilder>();
   const originMs = performance.now();
   const sampler = new Sampler({
@@ -178,7 +179,7 @@ export async function runPipeline(options: RunOptions): Promise<RunResult> {
     onWarning: (message) => log.warn(message),
     onBatch: (batch: SampleBatch) => {
       builders.get(batch.operator)?.add(batch);
-      void sinks.call("write", (s) => s.write(batch));
+      void sinks.call("write", (s) => s.write(batch), batch);
     },
   });
   sampler.ready(); // the sampling thread's start-up, before the first container rather than in its first samples
@@ -257,7 +258,9 @@ export async function runPipeline(options: RunOptions): Promise<RunResult> {
     const interval = sampler.intervals();
     sampler.close();
     const result: RunResult = { results, summaries, endedAtMs: Date.now(), interval, interrupted: interrupted || signal.aborted };
-    if (started) await untilForced(sinks.call("end", (s) => s.end(result)), options.forceSignal);
+    // The end hook sees the final losses: the session calls it once every sink caught up or was given up on.
+    if (started) await untilForced(sinks.call("end", (s) => s.end(withLosses(result, sinks.losses()))), options.forceSignal);
+    Object.assign(result, withLosses(result, sinks.losses()));
     await untilForced(Promise.all(lateCleanups), options.forceSignal);
     await removeRun(engine, runId, log, options.forceSignal);
     if (ownWorkDir && !options.keepOutputs) rmSync(workDir, { recursive: true, force: true });
@@ -265,6 +268,11 @@ export async function runPipeline(options: RunOptions): Promise<RunResult> {
     sinks.reportSuppressed();
     return result;
   }
+}
+
+/** The run result with what each sink lost, where one lost anything. */
+function withLosses(result: RunResult, losses: NonNullable<RunResult["sinkLosses"]>): RunResult {
+  return losses.length > 0 ? { ...result, sinkLosses: losses } : result;
 }
 
 interface OperatorContext {

@@ -16,7 +16,7 @@
  */
 import { decodeMulti } from "@msgpack/msgpack";
 import { readFileSync } from "node:fs";
-import { CpostError } from "../contracts/errors.ts";
+import { CpostError, pathError } from "../contracts/errors.ts";
 import { defineSinkSession } from "./session.ts";
 import { SummaryBuilder } from "../sizing/summary.ts";
 import type { SizingPolicy } from "../sizing/sizing.ts";
@@ -66,7 +66,7 @@ export function readRecording(path: string): Recording {
   try {
     bytes = readFileSync(path);
   } catch (cause) {
-    throw new CpostError("input", `cannot read recording: ${(cause as Error).message}`, { file: path, cause, hint: "give the .msgpack file a run wrote with --sinks msgpack" });
+    throw pathError(path, "recording", cause, "file", "give the .msgpack file a run wrote with --sinks msgpack or --record");
   }
   const notRecording = (why: string) =>
     new CpostError("input", `not a cpost recording: ${why}`, { file: path, hint: "give the .msgpack file a run wrote with --sinks msgpack" });
@@ -160,7 +160,7 @@ export interface ReplayOptions {
  */
 export async function replayInto(recording: Recording, sinks: Sink[], options: ReplayOptions = {}): Promise<void> {
   // The runner's session and error rule: a sink that threw is reported once and left out, but `end` still reaches it.
-  const session = defineSinkSession(sinks, (error) => options.onError?.(error));
+  const session = defineSinkSession(sinks, { mode: "replay", onError: (error) => options.onError?.(error) });
   const each = (hook: string, call: (sink: Sink) => unknown) => session.call(hook, call);
   await each("start", (s) => s.start(recording.run));
   const results: OperatorResult[] = [];

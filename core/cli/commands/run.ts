@@ -13,6 +13,7 @@ import { loadPlugins, PLUGIN_PATH_ENV, scanPluginFlags, type PluginSet } from ".
 import type { RunRequest } from "../../run/execute.ts";
 import { executeRequest } from "../../run/repeat.ts";
 import { SIZING_ARGS, sizingRequestOf } from "../../run/limits.ts";
+import { DEFAULT_SINK_END_TIMEOUT_MS } from "../../sinks/session.ts";
 
 
 /** Parses `--interval`: "5ms", "1s", "0.5s" or a bare number of ms; 1 ms to 60 s. */
@@ -81,6 +82,7 @@ const args = {
   "keep-outputs": { type: "boolean", description: "keep the operators' output directories and print where they are" },
   record: { type: "string", description: "also record the whole run into this msgpack file (for replay and report)", valueHint: "run.msgpack" },
   ...SIZING_ARGS,
+  "sink-end-timeout": { type: "string", description: `how long the run's end waits for a slow sink to catch up, and again for its end hook, before it goes on without it and says what it did not get (default ${DEFAULT_SINK_END_TIMEOUT_MS / 1000}s)`, valueHint: "15s" },
   "triton-image": { type: "string", description: "Triton server image (default nvcr.io/nvidia/tritonserver:20.07-v1-py3)", valueHint: "image:tag" },
   "collector-plugin": { type: "string", repeated: true, description: `load a collector plugin file and use it (repeatable; its options: --<name>-<option> VALUE); ${PLUGIN_PATH_ENV} plugins are used when named in --collectors`, valueHint: "./my-collector.ts" },
   "sink-plugin": { type: "string", repeated: true, description: `load a sink plugin file and use it (repeatable); ${PLUGIN_PATH_ENV} plugins are used when named in --sinks`, valueHint: "./my-sink.ts" },
@@ -109,6 +111,7 @@ export default defineCommand({
       sinks,
       record: str("record"),
       sizing: sizingRequestOf(flags),
+      sinkEndTimeoutMs: flags["sink-end-timeout"] === undefined ? undefined : parseDuration(str("sink-end-timeout")!, { flag: "--sink-end-timeout", minMs: 1, maxMs: 3_600_000, noun: "timeout" }),
       sinkOptions,
       plugins,
     });
