@@ -13,11 +13,19 @@ import type { Collector, MetricBuffer, MetricSpec, Probe, Target, Unavailable } 
 /** Kernel clock ticks per second for /proc/stat (USER_HZ; 100 on every Linux architecture cpost runs on). */
 const USER_HZ = 100;
 const NS_PER_TICK = 1e9 / USER_HZ;
+/**
+ * cpu.percent is taken over at least this window: /proc/stat counts whole
+ * ticks (10 ms each), so over one 10 ms sample a core reads 0 or 100 %;
+ * over 1 s a tick is 1 % of one core.
+ */
+const CPU_WINDOW_MS = 1000;
+/** Readings kept for the window (at 1 kHz, a little more than one window). */
+const CPU_HISTORY = 2048;
 const SECTOR_BYTES = 512;
 
 const METRICS: MetricSpec[] = [
-  { name: "cpu.usage_ns", unit: "ns", kind: "counter", description: "CPU time of all cores, not idle or iowait" },
-  { name: "cpu.percent", unit: "percent", kind: "gauge", description: "CPU use since the last sample, 100 = one core" },
+  { name: "cpu.usage_ns", unit: "ns", kind: "counter", description: "CPU time of all cores, not idle, iowait or steal" },
+  { name: "cpu.percent", unit: "percent", kind: "gauge", description: "CPU use over the last second (the tick counters' resolution), 100 = one core; steal counts as not busy" },
   { name: "cpu.user_ns", unit: "ns", kind: "counter", description: "CPU time in user mode (user + nice)" },
   { name: "cpu.system_ns", unit: "ns", kind: "counter", description: "CPU time in the kernel (system + irq + softirq)" },
   { name: "memory.usage_bytes", unit: "bytes", kind: "gauge", description: "MemTotal - MemFree (page cache included, as a cgroup's usage)" },
@@ -57,8 +65,11 @@ function openProbe(): Probe | Unavailable {
   const fields = new Float64Array(16);
   const memory = new Float64Array(MEMINFO_KEYS.length);
   let length = 0;
-  let lastBusy = NaN;
-  let lastTotal = NaN;
+  // A ring of (monotonic ms, busy ticks, total ticks), preallocated: the hot path allocates nothing.
+  const history = new Float64Array(CPU_HISTORY * 3);
+  let newest = -1;
+  let oldest = 0;
+  let kept = 0;
 
   /** Reads a whole proc file into `buffer` (proc files answer pread at offset 0). */
   function load(fd: number): boolean {
@@ -96,6 +107,26 @@ function openProbe(): Probe | Unavailable {
     return true;
   }
 
+  /** Busy share of the total over the newest window of at least CPU_WINDOW_MS; NaN until one has passed. */
+  function windowPercent(nowMs: number, busy: number, total: number): number {
+    newest = (newest + 1) % CPU_HISTORY;
+    if (kept === CPU_HISTORY) oldest = (oldest + 1) % CPU_HISTORY;
+    else kept++;
+    history[newest * 3] = nowMs;
+    history[newest * 3 + 1] = busy;
+    history[newest * 3 + 2] = total;
+    // Forget readings while the next one is itself at least a window old: `oldest` is then the newest such reading.
+    while (kept > 2) {
+      const next = (oldest + 1) % CPU_HISTORY;
+      if (nowMs - history[next * 3]! < CPU_WINDOW_MS) break;
+      oldest = next;
+      kept--;
+    }
+    if (kept < 2 || (nowMs - history[oldest * 3]! < CPU_WINDOW_MS && kept < CPU_HISTORY)) return NaN;
+    const spent = total - history[oldest * 3 + 2]!;
+    return spent > 0 ? ((busy - history[oldest * 3 + 1]!) / spent) * cores * 100 : NaN;
+  }
+
   return {
     metrics: METRICS,
     source: `/proc/stat, /proc/meminfo, /proc/diskstats (${disks.map((d) => d.toString()).join(", ") || "no physical disks"})`,
@@ -106,14 +137,13 @@ function openProbe(): Probe | Unavailable {
       if (!load(statFd) || numbers(3, 8) < 8) return false;
       const user = fields[0]! + fields[1]!;
       const system = fields[2]! + fields[5]! + fields[6]!;
-      const busy = user + system + fields[7]!;
-      const total = busy + fields[3]! + fields[4]!;
+      // Steal is time the hypervisor gave to others: in the total, never busy.
+      const busy = user + system;
+      const total = busy + fields[3]! + fields[4]! + fields[7]!;
       v[b] = busy * NS_PER_TICK;
-      v[b + 1] = total > lastTotal ? ((busy - lastBusy) / (total - lastTotal)) * cores * 100 : NaN;
+      v[b + 1] = windowPercent(out.monotonicMs, busy, total);
       v[b + 2] = user * NS_PER_TICK;
       v[b + 3] = system * NS_PER_TICK;
-      lastBusy = busy;
-      lastTotal = total;
 
       memory.fill(NaN);
       if (load(meminfoFd)) {
