@@ -272,7 +272,7 @@ function rawRequester(endpoint: EngineEndpoint): Requester {
     const message = await engineMessage(response);
     throw new CpostError("engine", `${options.context}: the engine answered ${response.status}: ${message}`, {
       cause: { status: response.status, message },
-      hint: hintFor(response.status, message),
+      hint: hintFor(response.status, message, path),
     });
   };
 }
@@ -313,11 +313,13 @@ async function engineMessage(response: Response): Promise<string> {
   }
 }
 
-function hintFor(status: number, message: string): string | undefined {
+/** `path`: the endpoint asked; the image hint is only for image endpoints (pull, inspect, create from an image), not any 404 (a wrong DOCKER_HOST answers 404 on /version). */
+function hintFor(status: number, message: string, path = "/images/"): string | undefined {
   if (/unauthorized|authentication required|denied|no basic auth credentials/i.test(message)) {
     return "`docker login <registry>` or `docker load` the image locally, then run cpost again";
   }
-  if (/No such image|manifest unknown|not found|does not exist/i.test(message) && status === 404) {
+  const imageEndpoint = /\/images\/|\/containers\/create/.test(path);
+  if (/No such image|manifest unknown|not found|does not exist/i.test(message) && status === 404 && imageEndpoint) {
     return "check the image name and tag in the pipeline, or `docker load` the image";
   }
   return undefined;
