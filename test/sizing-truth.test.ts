@@ -97,8 +97,11 @@ describe("sizing truth: known workloads, compiled binary, real engine", () => {
           expect(got.short!.basis).toMatch(/ s \(its whole run\) CPU /);
           expect(got.cache!.notes.some((n) => /^page cache \d+\.\d{3} MB not counted as need/.test(n))).toBe(true);
           expect(got.held!.notes.some((n) => n.startsWith("page cache"))).toBe(false);
-          // Three threads on a host with fewer CPUs: it took them all, and cpost says it may want more.
-          expect(got.three!.notes.some((n) => n.startsWith(`used all ${CPUS} CPU`))).toBe(CPUS < 3);
+          // Three threads on a host with fewer CPUs: where they got (nearly) all of it, cpost says they may want more.
+          // (On a machine shared with other work they may get less: then the figure shows it and no note is due.)
+          const three = /CPU (\d+\.\d+) % ± (\d+\.\d+)/.exec(got.three!.basis)!;
+          const filledHost = CPUS < 3 && Number(three[1]) + Number(three[2]) >= 0.9 * CPUS * 100;
+          expect({ basis: got.three!.basis, noted: got.three!.notes.some((n) => n.startsWith(`used all ${CPUS} CPU`)) }).toEqual({ basis: got.three!.basis, noted: filledHost });
           expect(got.one!.notes.some((n) => n.startsWith("used all"))).toBe(CPUS === 1);
         }
       },
