@@ -96,6 +96,7 @@ describe("cgroup v2 (real v2 files)", () => {
       "psi.memory.full_avg10": avg10(join(dir, "memory.pressure"), "full"),
       "psi.io.some_avg10": avg10(join(dir, "io.pressure"), "some"),
       "psi.io.full_avg10": avg10(join(dir, "io.pressure"), "full"),
+      "cpu.nr_periods": cpu.nr_periods!,
     });
     probe.close();
   });

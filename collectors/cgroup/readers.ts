@@ -32,10 +32,13 @@ export const METRICS: readonly MetricSpec[] = [
   m("psi.memory.full_avg10", "percent", "gauge", "share of time all tasks stalled on memory, 10 s average"),
   m("psi.io.some_avg10", "percent", "gauge", "share of time some task stalled on I/O, 10 s average"),
   m("psi.io.full_avg10", "percent", "gauge", "share of time all tasks stalled on I/O, 10 s average"),
+  m("cpu.nr_periods", "count", "counter", "CFS periods that had runnable work under a CPU limit (nr_throttled / nr_periods: the throttled share)"),
 ];
 /** Slot of each metric in METRICS. */
 export const [USAGE, PERCENT, USER, SYSTEM, NR_THROTTLED, THROTTLED, MEM_USAGE, WORKING_SET, RSS, CACHE, PEAK, LIMIT, OOM, PIDS, PSI] =
   METRICS.map((_, i) => i) as [number, number, number, number, number, number, number, number, number, number, number, number, number, number, number];
+/** Slot of cpu.nr_periods (after the PSI metrics). */
+export const NR_PERIODS = METRICS.findIndex((x) => x.name === "cpu.nr_periods");
 
 const PSI_RESOURCES = ["cpu", "memory", "io"] as const;
 const SOME = keyBytes("some ");
@@ -101,14 +104,14 @@ export function openV1(cg: ContainerCgroup, hostMemory: number): Reader {
   const usage = open(cpuacct, "cpuacct.usage", [USAGE, PERCENT]);
   const user = open(cpuacct, "cpuacct.usage_user", [USER]);
   const system = open(cpuacct, "cpuacct.usage_sys", [SYSTEM]);
-  const cpuStat = open(cpu, "cpu.stat", [NR_THROTTLED, THROTTLED]);
+  const cpuStat = open(cpu, "cpu.stat", [NR_THROTTLED, THROTTLED, NR_PERIODS]);
   const memUsage = open(memory, "memory.usage_in_bytes", [MEM_USAGE]);
   const memStat = open(memory, "memory.stat", [RSS, CACHE, WORKING_SET], 16384);
   const peak = open(memory, "memory.max_usage_in_bytes", [PEAK]);
   const limit = open(memory, "memory.limit_in_bytes", [LIMIT]);
   const oom = open(memory, "memory.oom_control", [OOM]);
   const pidsCurrent = open(pids, "pids.current", [PIDS]);
-  const throttleKeys = [keyBytes("nr_throttled"), keyBytes("throttled_time")];
+  const throttleKeys = [keyBytes("nr_throttled"), keyBytes("throttled_time"), keyBytes("nr_periods")];
   // total_* include child cgroups; plain keys are the fallback for kernels without them
   const statKeys = ["total_rss", "total_cache", "total_inactive_file", "rss", "cache", "inactive_file"].map(keyBytes);
   const stat = new Float64Array(statKeys.length);
@@ -132,6 +135,7 @@ export function openV1(cg: ContainerCgroup, hostMemory: number): Reader {
         keyedValues(cpuStat, throttleKeys, stat);
         v[NR_THROTTLED] = stat[0]!;
         v[THROTTLED] = stat[1]!;
+        v[NR_PERIODS] = stat[2]!;
       }
       if (memStat && reread(memStat)) {
         keyedValues(memStat, statKeys, stat);
@@ -164,14 +168,14 @@ export function openV2(cg: ContainerCgroup, hostMemory: number): Reader {
     if (file) files.push(file), fills.forEach((s) => slots.add(s));
     return file;
   };
-  const cpuStat = open("cpu.stat", [USAGE, PERCENT, USER, SYSTEM, NR_THROTTLED, THROTTLED], 1024);
+  const cpuStat = open("cpu.stat", [USAGE, PERCENT, USER, SYSTEM, NR_THROTTLED, THROTTLED, NR_PERIODS], 1024);
   const current = open("memory.current", [MEM_USAGE]);
   const memStat = open("memory.stat", [RSS, CACHE, WORKING_SET], 16384);
   const peak = open("memory.peak", [PEAK]);
   const max = open("memory.max", [LIMIT]);
   const events = open("memory.events", [OOM]);
   const pidsCurrent = open("pids.current", [PIDS]);
-  const cpuKeys = ["usage_usec", "user_usec", "system_usec", "nr_throttled", "throttled_usec"].map(keyBytes);
+  const cpuKeys = ["usage_usec", "user_usec", "system_usec", "nr_throttled", "throttled_usec", "nr_periods"].map(keyBytes);
   const cpu = new Float64Array(cpuKeys.length);
   const statKeys = ["anon", "file", "inactive_file"].map(keyBytes);
   const stat = new Float64Array(statKeys.length);
@@ -189,6 +193,7 @@ export function openV2(cg: ContainerCgroup, hostMemory: number): Reader {
         v[SYSTEM] = cpu[2]! * 1000;
         v[NR_THROTTLED] = cpu[3]!;
         v[THROTTLED] = cpu[4]! * 1000;
+        v[NR_PERIODS] = cpu[5]!;
         alive = true;
       }
       if (current && reread(current)) (v[MEM_USAGE] = fileNumber(current)), (alive = true);

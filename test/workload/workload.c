@@ -13,6 +13,12 @@
  *   cpost-workload spike MIB HOLD_MS PERIOD_MS SECONDS
  *                                         every PERIOD_MS for SECONDS: allocate and touch
  *                                         MIB, hold it HOLD_MS, free it (munmap)
+ *   cpost-workload burst THREADS BUSY_MS PERIOD_MS SECONDS
+ *                                         every PERIOD_MS (on an absolute schedule) each of
+ *                                         THREADS threads does BUSY_MS of CPU time, then
+ *                                         sleeps to the next period; work a CPU limit delays
+ *                                         is carried (a late burst starts at once), as CFS
+ *                                         bandwidth control carries it
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -113,6 +119,7 @@ static int cache(long mib, const char *file, double seconds) {
 }
 
 static int spike(long mib, long hold_ms, long period_ms, double seconds);
+static int burst(int threads, long busy_ms, long period_ms, double seconds);
 
 int main(int argc, char **argv) {
   if (argc >= 4 && strcmp(argv[1], "cpu") == 0) return cpu(atoi(argv[2]), atof(argv[3]));
@@ -126,8 +133,9 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (argc >= 6 && strcmp(argv[1], "spike") == 0) return spike(atol(argv[2]), atol(argv[3]), atol(argv[4]), atof(argv[5]));
+  if (argc >= 6 && strcmp(argv[1], "burst") == 0) return burst(atoi(argv[2]), atol(argv[3]), atol(argv[4]), atof(argv[5]));
   fprintf(stderr, "usage: cpost-workload cpu THREADS SECONDS | mem MIB SECONDS | io MIB FILE | cache MIB FILE SECONDS | sleep-ms MS"
-                  " | spike MIB HOLD_MS PERIOD_MS SECONDS\n");
+                  " | spike MIB HOLD_MS PERIOD_MS SECONDS | burst THREADS BUSY_MS PERIOD_MS SECONDS\n");
   return 2;
 }
 
@@ -150,5 +158,54 @@ static int spike(long mib, long hold_ms, long period_ms, double seconds) {
     sleep_ms(period_ms - hold_ms);
   }
   printf("spikes=%ld mib=%ld hold_ms=%ld\n", rounds, mib, hold_ms);
+  return 0;
+}
+
+/* burst: every thread runs the same absolute schedule of bursts of CPU time (not wall time) */
+static struct { long busy_ns, period_ns, rounds; struct timespec start; } burst_plan;
+
+static void *burst_thread(void *arg) {
+  long *late = arg;
+  volatile unsigned long x = 0;
+  for (long r = 0; r < burst_plan.rounds; r++) {
+    struct timespec at = burst_plan.start;
+    long long ns = (long long)at.tv_nsec + (long long)r * burst_plan.period_ns;
+    at.tv_sec += ns / 1000000000LL;
+    at.tv_nsec = ns % 1000000000LL;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec > at.tv_sec || (now.tv_sec == at.tv_sec && now.tv_nsec >= at.tv_nsec)) *late += r > 0;
+    else clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL);
+    struct timespec c0, c;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
+    do {
+      for (int i = 0; i < 20000; i++) x += i;
+      clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c);
+    } while ((c.tv_sec - c0.tv_sec) * 1000000000L + (c.tv_nsec - c0.tv_nsec) < burst_plan.busy_ns);
+  }
+  return NULL;
+}
+
+static int burst(int threads, long busy_ms, long period_ms, double seconds) {
+  pthread_t t[256];
+  long late[256] = {0};
+  if (threads < 1 || threads > 256 || busy_ms < 0 || period_ms < 1) return 2;
+  burst_plan.busy_ns = busy_ms * 1000000L;
+  burst_plan.period_ns = period_ms * 1000000L;
+  burst_plan.rounds = (long)(seconds * 1000 / period_ms);
+  clock_gettime(CLOCK_MONOTONIC, &burst_plan.start);
+  double wall0 = now_s();
+  struct timespec cpu0, cpu1;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu0);
+  for (int i = 0; i < threads; i++) pthread_create(&t[i], NULL, burst_thread, &late[i]);
+  long behind = 0;
+  for (int i = 0; i < threads; i++) {
+    pthread_join(t[i], NULL);
+    behind += late[i];
+  }
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu1);
+  double used = (cpu1.tv_sec - cpu0.tv_sec) + (cpu1.tv_nsec - cpu0.tv_nsec) / 1e9;
+  printf("bursts=%ld cpu_seconds=%.6f wall_seconds=%.6f late_bursts=%ld\n", burst_plan.rounds, used, now_s() - wall0, behind);
+  fflush(stdout);
   return 0;
 }
