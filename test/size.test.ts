@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readRecording, replayInto, type Recording } from "../core/sinks/recording.ts";
-import { defineSizingObserver, formatRecommendations, formatSpread } from "../core/run/repeat.ts";
+import { defineSizingObserver, describeCpuLimit, formatRecommendations, formatSamplerViews, formatSpread } from "../core/run/repeat.ts";
 import { CPOST_POLICY, PERCENTILE_POLICY, recommend, round3 } from "../core/sizing/sizing.ts";
 import msgpack from "../plugins/msgpack.ts";
 import { loadFixtureRun, RUNS_DIR } from "./fixtures/runs/fixture-run.ts";
@@ -67,21 +67,34 @@ describe("cpost size from recordings", () => {
       const window = `${(evidence.cpu.windowMs / 1000).toFixed(3)} s (its whole run)`;
       return `  ${name.padEnd(7)}  cpu: ${cpu}, memory: ${memory}   from max ${window} CPU ${evidence.cpu.value.toFixed(3)} % ± ${evidence.cpu.errorPercent.toFixed(3)} and max working set ${evidence.memory.valueMb.toFixed(3)} MB over ${evidence.memory.rows} readings${tail}`;
     };
-    const throttled = readRecording(recording).operators[3]!.summary!.recommendation.evidence!.throttled!;
+    const recorded = readRecording(recording).operators;
+    const throttled = recorded[3]!.summary!.recommendation.evidence!.throttled!;
+    // Each operator's throttle-aware limit after its notes, and the slower samplers' table at the end.
+    const limit = (i: number) => {
+      const rec = recorded[i]!.summary!.recommendation;
+      return `           limit: ${describeCpuLimit(rec.evidence!.cpuLimit!, rec.cpu)}`;
+    };
+    expect(limit(3)).toContain("[LOWER BOUND: the trace was throttled]");
+    const sized = recorded.map((op) => ({ operator: op.result!.operator, result: op.result!, summary: op.summary!, peaks: [] }));
     expect(run.stdout).toBe(
       [
         "",
         "Recommended requests (policy cpost: cpu = max(1, ceil((max 1 s cpu% - error) / 100)); memory = max(256, ceil((max working set MB + 100) / 256) * 256))",
         line("steady"),
+        limit(0),
         line("hog", "  [LOWER BOUND: OOM killed]  (failed, exit code 137)"),
         "           - lower bound: OOM killed under a memory limit of 96 MB; retry with more (--retry-oom doubles it: next 192 MB)",
+        limit(1),
         line("retried"),
         "           - OOM killed at 48 MB; succeeded with 96 MB",
+        limit(2),
         line("capped", "  [LOWER BOUND: CPU throttled]"),
         `           - lower bound: CPU throttled ${throttled.periods} times (${throttled.seconds} s) under a CPU limit of 0.5 cores; retry with a higher cpu request, or without --enforce-requests`,
+        limit(3),
         "",
-      ].join("\n"),
+      ].join("\n") + formatSamplerViews(sized),
     );
+    expect(formatSamplerViews(sized)).toContain("| steady     | cpost (fine)                |");
   });
 
   test("--apply writes only what stands on firm ground, prints the diff; a second --apply leaves the file alone", async () => {
@@ -146,7 +159,7 @@ describe("cpost size from recordings", () => {
 
     const run = await cpostSource(["size", join(RUNS_DIR, "oom-killed", "pipeline.yaml"), "--from", first, "--from", second]);
     expect(run.code).toBe(0);
-    expect(run.stdout).toBe(`\n${spread}${formatRecommendations(sized, CPOST_POLICY)}`);
+    expect(run.stdout).toBe(`\n${spread}${formatRecommendations(sized, CPOST_POLICY)}${formatSamplerViews(sized)}`);
   });
 
   test("another policy: `cpost size --policy percentile` and `cpost replay --policy percentile` size the same recording anew", async () => {

@@ -255,6 +255,23 @@ export interface Recommendation {
   notes: string[];
   /** What it was computed from (rule, samples, peaks), so a recording can be checked or re-sized. Optional. */
   evidence?: SizingEvidence;
+  /** CPU limit, cores: the smallest whose simulated CFS throttling meets the throttle target (core/sizing/cfs.ts). Optional. */
+  cpuLimit?: number;
+  /** GPU memory to ask for, GB (core/sizing/gpu-partitions.ts). Optional. */
+  gpuMemoryGb?: number;
+}
+
+/** A throttled-period prediction at one CPU limit (core/sizing/cfs.ts). */
+export interface ThrottlePrediction {
+  cpu: number;
+  periods: number;
+  throttledPeriods: number;
+  /** Mean over the period alignments, percent. */
+  throttledPercent: number;
+  minPercent: number;
+  maxPercent: number;
+  /** How much longer the run would take, percent. */
+  stretchPercent: number;
 }
 
 /** The figures and rule behind a Recommendation (core/sizing/sizing.ts fills it). */
@@ -309,10 +326,49 @@ export interface SizingEvidence {
   limits?: ContainerLimits;
   /** CFS throttling seen under a CPU limit. */
   throttled?: { periods: number; seconds: number };
+  /** The kernel's own count under a CPU limit (cpu.stat nr_periods, nr_throttled) where nr_periods was recorded; the last container's. */
+  measuredThrottling?: { periods: number; throttledPeriods: number; throttledPercent: number };
   /** OOM kills seen: the engine's OOMKilled flag or the cgroup's oom_kill count. */
   oomKills?: number;
   /** Earlier attempts (an OOM-killed run retried with more memory, --retry-oom). */
   attempts?: OperatorAttempt[];
+  /** The throttle-aware CPU limit and the predictions behind it (from the usage counter; absent without one). */
+  cpuLimit?: {
+    rule: string;
+    periodMs: number;
+    phases: number;
+    targetPercent: number;
+    /** Work over the quota by less than this is not counted as throttling: the counter's granularity per busy core, ms. */
+    toleranceMs: number;
+    /** The most CPU used in one period, cores. */
+    peakPeriodCores: number;
+    limit: number;
+    atLimit: ThrottlePrediction;
+    atRequest: ThrottlePrediction;
+    curve: ThrottlePrediction[];
+    /** The trace was throttled itself (recorded under a CPU limit): the limit is a lower bound. */
+    lowerBound?: boolean;
+  };
+  /** What slower samplers would have seen of the same readings (core/sizing/slower-samplers.ts). */
+  samplerViews?: Array<{
+    sampler: string;
+    intervalMs: number;
+    cpuPercent: number;
+    cpuPercentRange: [number, number];
+    memoryMb: number;
+    memoryMbRange: [number, number];
+    sawMemoryPeakPercent: number;
+    requests: { cpu: number; memory: number };
+  }>;
+  /** GPU memory and the MIG partitions it fits (core/sizing/gpu-partitions.ts). */
+  gpu?: {
+    peakMb: number;
+    metric: string;
+    memoryGb: number;
+    partitions: Array<{ gpu: string; profile: string; memoryGb: number; perGpu: number }>;
+    wholeGpu: string[];
+    tooSmall: string[];
+  };
 }
 
 /** Resource limits a container ran under (absent = unlimited). */

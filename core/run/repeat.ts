@@ -14,6 +14,7 @@ import { f3 } from "../../plugins/table/extras.ts";
 import { EXIT } from "../contracts/errors.ts";
 import { CPOST_POLICY, CPU_WINDOW_MS, policyName, policyRule, type SizingPolicy } from "../sizing/sizing.ts";
 import { SummaryBuilder } from "../sizing/summary.ts";
+import { describeGpuFit } from "../sizing/gpu-partitions.ts";
 import type { OperatorAttempt, OperatorResult, OperatorStatus, OperatorSummary, SizingEvidence, Sink } from "../contracts/types.ts";
 import { executeRun, type RunRequest } from "./execute.ts";
 
@@ -198,6 +199,42 @@ export function formatRecommendations(sized: OperatorSizing[], policy: SizingPol
     const failed = op.result.status === "succeeded" ? "" : `  (${op.result.status}${op.result.exitCode === null ? "" : `, exit code ${op.result.exitCode}`})`;
     lines.push(`  ${op.operator.padEnd(width)}  ${requests}   ${basis}${flag}${failed}`);
     for (const note of rec.notes) lines.push(`  ${" ".repeat(width)}  - ${note}`);
+    if (ev?.cpuLimit) lines.push(`  ${" ".repeat(width)}  limit: ${describeCpuLimit(ev.cpuLimit, rec.cpu)}`);
+    if (ev?.gpu) lines.push(`  ${" ".repeat(width)}  gpu: ${describeGpuFit(ev.gpu)}`);
   }
   return `${lines.join("\n")}\n`;
+}
+
+/** `cpu 2 (throttled periods predicted: 0.000 % at 2, 45.000 % at the request 1, which would run 12.000 % longer)`. */
+export function describeCpuLimit(limit: NonNullable<SizingEvidence["cpuLimit"]>, request: number): string {
+  const at = (p: { throttledPercent: number; stretchPercent: number }) => `${f3(p.throttledPercent)} %${p.stretchPercent > 0 ? `, ${f3(p.stretchPercent)} % longer` : ""}`;
+  const bound = limit.lowerBound ? " [LOWER BOUND: the trace was throttled]" : "";
+  const requestPart = limit.limit === request ? "" : `; at the request ${request}: ${at(limit.atRequest)}`;
+  return `cpu ${limit.limit} (simulated CFS throttled periods at ${limit.limit}: ${at(limit.atLimit)}${requestPart}; target ${limit.targetPercent} %)${bound}`;
+}
+
+/**
+ * What slower samplers would have seen of each operator, beside cpost's own
+ * figures: the highest CPU and memory they would have read (median over
+ * start offsets, with the range) and the request the same policy would have
+ * given from them.
+ */
+export function formatSamplerViews(sized: OperatorSizing[]): string {
+  const withViews = sized.filter((op) => (op.summary.recommendation.evidence?.samplerViews?.length ?? 0) > 0);
+  if (withViews.length === 0) return "";
+  const range = (r: [number, number]) => (r[0] === r[1] ? "" : ` (${f3(r[0])}-${f3(r[1])})`);
+  const rows = withViews.map((op) => {
+    const rec = op.summary.recommendation;
+    const ev = rec.evidence!;
+    const views = ev.samplerViews!;
+    return [
+      [op.operator],
+      ["cpost (fine)", ...views.map((v) => v.sampler)],
+      [`${f3(ev.cpu.value)} %`, ...views.map((v) => `${f3(v.cpuPercent)} %${range(v.cpuPercentRange)}`)],
+      [`${f3(ev.memory.valueMb)} MB`, ...views.map((v) => `${f3(v.memoryMb)} MB${range(v.memoryMbRange)}`)],
+      [`cpu: ${rec.cpu}, memory: ${rec.memory}`, ...views.map((v) => `cpu: ${v.requests.cpu}, memory: ${v.requests.memory}`)],
+    ];
+  });
+  const header = "What slower samplers would have seen (resampled from this recording; median over 10 start offsets, range in brackets)";
+  return `\n${header}\n${grid(["Operator", "Sampler", "Peak CPU", "Peak memory", "Requests"], rows).join("\n")}\n`;
 }

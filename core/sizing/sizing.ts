@@ -26,6 +26,9 @@
  */
 import { CpostError } from "../contracts/errors.ts";
 import type { MetricStats, OperatorResult, Recommendation, SizingEvidence } from "../contracts/types.ts";
+import { CFS_PERIOD_MS, chooseCpuLimit, defineCfsModel, type UsageTrace } from "./cfs.ts";
+import { fitGpuMemory } from "./gpu-partitions.ts";
+import { slowerSamplerViews, type ResourceTrace } from "./slower-samplers.ts";
 
 /** How recommendations are made. `cpuPercentile` 100 is the maximum. */
 export interface SizingPolicy {
@@ -42,7 +45,16 @@ export interface SizingPolicy {
   minMemoryMb: number;
   /** Memory is requested in multiples of this, MB. */
   memoryStepMb: number;
+  /** CPU limits: the highest predicted share of throttled CFS periods, percent (absent: DEFAULT_THROTTLE_TARGET_PCT). */
+  throttleTargetPct?: number;
 }
+
+/**
+ * `--throttle-target` by default: at most 1 % of the 100 ms CFS periods
+ * throttled, one period in ten seconds of run, far below the 25 % at which
+ * the Kubernetes monitoring mixin's CPUThrottlingHigh alert fires.
+ */
+export const DEFAULT_THROTTLE_TARGET_PCT = 1;
 
 /** The original CPOST rule. */
 export const CPOST_POLICY: SizingPolicy = Object.freeze({
@@ -245,6 +257,7 @@ function defineValues() {
     },
     at: (i: number) => values[i]!,
     percentile: (p: number) => percentile(values.slice(0, count), count, p),
+    slice: () => values.slice(0, count),
   };
 }
 
@@ -330,10 +343,13 @@ export function defineSizingSeries(policy: SizingPolicy = CPOST_POLICY, host: Si
   // The short-window figure: sized on only where no usage counter was recorded (old recordings).
   const shortWindow = { readings: 0, max: 0, atMs: NaN, values: keepCpu ? defineValues() : undefined };
   const memory = { readings: 0, needMax: 0, needAtMs: NaN, usageMax: 0, workingSetSeen: false, reclaimable: 0 };
+  // Every container's readings, for the CFS simulation and the slower samplers' views.
+  const traces: Array<{ times: ReturnType<typeof defineValues>; usage: ReturnType<typeof defineValues>; need: ReturnType<typeof defineValues> }> = [];
   return {
     startSeries() {
       cpu.startSeries();
       memory.reclaimable = 0;
+      traces.push({ times: defineValues(), usage: defineValues(), need: defineValues() });
     },
     reading({ timestampMs, usageNs, cpuPercent, memoryBytes, workingSetBytes }) {
       cpu.reading(timestampMs, usageNs);
@@ -354,6 +370,12 @@ export function defineSizingSeries(policy: SizingPolicy = CPOST_POLICY, host: Si
       if (need === need) {
         if (memory.readings === 0 || need > memory.needMax) Object.assign(memory, { needMax: need, needAtMs: timestampMs });
         memory.readings++;
+      }
+      const trace = traces.at(-1);
+      if (trace && (usageNs === usageNs || need === need)) {
+        trace.times.push(timestampMs);
+        trace.usage.push(usageNs);
+        trace.need.push(need);
       }
     },
     recommend({ samples, gpu, result, stats }) {
@@ -402,6 +424,12 @@ export function defineSizingSeries(policy: SizingPolicy = CPOST_POLICY, host: Si
       const { notes: limitNotes, lowerBound } = limitFindings(result, stats, evidence, policy);
       recommendation.notes.unshift(...limitNotes, ...notes);
       if (lowerBound.memory || lowerBound.cpu) evidence.lowerBound = lowerBound;
+      if (figure.metric === "cpu.usage_ns") {
+        const recorded = traces.map((t) => ({ timesMs: t.times.slice(), usageNs: t.usage.slice(), needBytes: t.need.slice() }));
+        throttleAwareLimit(recommendation, evidence, recorded, figure, policy, lowerBound.cpu);
+        samplerViews(evidence, recorded, memoryValue, policy, samples);
+      }
+      gpuMemory(recommendation, evidence, stats);
       recommendation.evidence = evidence;
       return recommendation;
     },
@@ -493,6 +521,11 @@ function limitFindings(result: OperatorResult, stats: readonly MetricStats[], ev
         : `lower bound: OOM killed under a memory limit of ${mb(limit)}; retry with more (--retry-oom doubles it: next ${mb(limit * 2)})`,
     );
   }
+  const nrPeriods = statMax(stats, "cpu.nr_periods");
+  if (nrPeriods > 0) {
+    const nrThrottled = statMax(stats, "cpu.nr_throttled");
+    evidence.measuredThrottling = { periods: nrPeriods, throttledPeriods: nrThrottled, throttledPercent: round3((nrThrottled / nrPeriods) * 100) };
+  }
   const periods = statMax(stats, "cpu.nr_throttled");
   if (periods > 0) {
     const seconds = round3(statMax(stats, "cpu.throttled_ns") / 1e9);
@@ -503,6 +536,82 @@ function limitFindings(result: OperatorResult, stats: readonly MetricStats[], ev
   }
   return { notes, lowerBound };
 }
+
+// ---------------------------------------------------------------- beyond the requests
+
+/** The longest tick taken as the CFS simulation's tolerance, per busy core, ms. */
+const TOLERANCE_TICK_MS = 4;
+
+/**
+ * The CPU limit: the smallest multiple of the cpu step, not below the
+ * request, whose predicted share of throttled CFS periods (cfs.ts, on the
+ * recorded usage) is at most the policy's throttle target. The counter's
+ * granularity (its step, at most TOLERANCE_TICK_MS, per busy core) is the tolerance.
+ */
+function throttleAwareLimit(rec: Recommendation, evidence: SizingEvidence, traces: ResourceTrace[], figure: { stepMs?: number }, policy: SizingPolicy, capped: boolean) {
+  const usage: UsageTrace[] = traces.map(withoutGaps("usageNs")).filter((t) => t.timesMs.length >= 2);
+  if (usage.length === 0) return;
+  // The counter lags a busy core by less than one tick; at coarse readings the step found is only an upper
+  // bound of the tick, so at most a 4 ms tick (HZ=250, the common distribution kernels') is taken per core.
+  const grainMs = Math.min(figure.stepMs ?? 0, TOLERANCE_TICK_MS);
+  const probe = defineCfsModel(usage);
+  const toleranceMs = round3(Math.max(1, Math.round(probe.peakCores)) * grainMs);
+  const model = defineCfsModel(usage, { toleranceMs });
+  const targetPercent = policy.throttleTargetPct ?? DEFAULT_THROTTLE_TARGET_PCT;
+  const choice = chooseCpuLimit(model, { request: rec.cpu, step: policy.cpuStep, targetPercent });
+  rec.cpuLimit = choice.limit;
+  evidence.cpuLimit = {
+    rule: `limit = smallest multiple of ${policy.cpuStep} (not below the request) whose simulated CFS throttled share (${CFS_PERIOD_MS} ms periods, mean over ${model.phases} alignments) <= ${targetPercent} %`,
+    periodMs: model.periodMs,
+    phases: model.phases,
+    targetPercent,
+    toleranceMs,
+    peakPeriodCores: round3(model.peakCores),
+    limit: choice.limit,
+    atLimit: choice.atLimit,
+    atRequest: choice.atRequest,
+    curve: choice.curve,
+    ...(capped ? { lowerBound: true } : {}),
+  };
+}
+
+/** The slower samplers' views of the same readings, and what the policy would have asked from each. */
+function samplerViews(evidence: SizingEvidence, traces: ResourceTrace[], fineMemoryMb: number, policy: SizingPolicy, samples: number) {
+  const statistic = (rates: number[]) => (policy.cpuPercentile >= 100 ? Math.max(...rates) : percentile(Float64Array.from(rates), rates.length, policy.cpuPercentile));
+  const views = slowerSamplerViews(traces, fineMemoryMb, statistic);
+  evidence.samplerViews = views.map((view) => {
+    const asked = recommend({ cpuPercent: view.cpuPercent, memoryMb: view.memoryMb, samples }, policy);
+    return { ...view, requests: { cpu: asked.cpu, memory: asked.memory } };
+  });
+}
+
+/** GPU memory from the per-process NVML figure (the device's used memory where that is missing), with the partitions it fits. */
+function gpuMemory(rec: Recommendation, evidence: SizingEvidence, stats: readonly MetricStats[]) {
+  const peakOf = (name: string) => {
+    const found = stats.filter((s) => s.name === name && s.count > 0);
+    return found.length === 0 ? undefined : Math.max(...found.map((s) => s.max));
+  };
+  const process = peakOf("gpu.process_memory_bytes");
+  const metric = process !== undefined ? "gpu.process_memory_bytes" : "gpu.memory_used_bytes";
+  const fit = fitGpuMemory(process ?? peakOf("gpu.memory_used_bytes"), metric);
+  if (!fit) return;
+  rec.gpuMemoryGb = fit.memoryGb;
+  evidence.gpu = fit;
+}
+
+/** A trace with only the readings that hold `key`. */
+const withoutGaps = (key: "usageNs" | "needBytes") => (t: ResourceTrace): UsageTrace => {
+  const timesMs: number[] = [];
+  const usageNs: number[] = [];
+  for (let i = 0; i < t.timesMs.length; i++) {
+    const v = t[key][i]!;
+    if (v === v) {
+      timesMs.push(t.timesMs[i]!);
+      usageNs.push(v);
+    }
+  }
+  return { timesMs, usageNs };
+};
 
 // ---------------------------------------------------------------- command-line policy
 
@@ -528,6 +637,7 @@ export interface PolicyFlags {
   cpuStep?: string;
   minMemory?: string;
   memoryStep?: string;
+  throttleTarget?: string;
 }
 
 /** Builds the policy from the sizing flags; `--cpu-percentile` or `--memory-headroom` alone choose the percentile policy. */
@@ -543,6 +653,7 @@ export function policyFromFlags(flags: PolicyFlags): SizingPolicy {
   if (flags.cpuStep !== undefined) policy.cpuStep = cpuStep(flags.cpuStep);
   if (flags.minMemory !== undefined) policy.minMemoryMb = number("--min-memory", flags.minMemory, { min: 0, max: 1e9, hint: "MB, such as 256" });
   if (flags.memoryStep !== undefined) policy.memoryStepMb = number("--memory-step", flags.memoryStep, { min: 0, max: 1e9, above: true, hint: "MB, such as 256 or 64" });
+  if (flags.throttleTarget !== undefined) policy.throttleTargetPct = number("--throttle-target", flags.throttleTarget.replace(/%$/, ""), { min: 0, max: 100, hint: "a percentage of CFS periods such as 1% or 5%" });
   return policy;
 }
 
@@ -575,6 +686,7 @@ export const POLICY_ARGS = {
   "cpu-step": { type: "string", description: "cpu requests are multiples of this: 1 (default), 0.1 or 100m for millicores", valueHint: "1" },
   "min-memory": { type: "string", description: "smallest memory request, MB (default 256)", valueHint: "256" },
   "memory-step": { type: "string", description: "memory requests are multiples of this, MB (default 256, as the original)", valueHint: "256" },
+  "throttle-target": { type: "string", description: `cpu limits: the highest share of 100 ms CFS periods a limit may throttle, simulated on the recorded usage (default ${DEFAULT_THROTTLE_TARGET_PCT}%)`, valueHint: `${DEFAULT_THROTTLE_TARGET_PCT}%` },
 } as const;
 
 
@@ -589,5 +701,6 @@ export function policyFlagsOf(flags: Record<string, string | true | undefined>):
     cpuStep: str("cpu-step"),
     minMemory: str("min-memory"),
     memoryStep: str("memory-step"),
+    throttleTarget: str("throttle-target"),
   };
 }

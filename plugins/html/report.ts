@@ -198,6 +198,7 @@ function operatorSection(op: ReportOperator, index: number, run: RunInfo, charts
     parts.push(`<div class="charts">${figures.join("")}</div>`);
   }
   if (op.summary) parts.push(statsTable(op.summary));
+  if (op.summary) parts.push(beyondRequests(op.summary));
   const notes = op.summary?.recommendation.notes ?? [];
   if (notes.length > 0) parts.push(`<ul class="notes">${notes.map((n) => `<li>${esc(n)}</li>`).join("")}</ul>`);
   return `<section class="operator${isBad(r) ? " failed" : ""}" id="op-${slug(op.name)}">${parts.join("\n")}</section>`;
@@ -252,6 +253,33 @@ function referenceLines(group: string, op: ReportOperator, run: RunInfo): Array<
   }
   if (group === "gpu-memory") return [["limit", "device total", maxOf(op.series, "gpu.memory_total_bytes") / 1e6]];
   return [];
+}
+
+/** The throttle-aware CPU limit, the GPU partitions and what slower samplers would have seen (docs/sizing.md). */
+function beyondRequests(summary: OperatorSummary): string {
+  const rec = summary.recommendation;
+  const ev = rec.evidence;
+  if (!ev) return "";
+  const parts: string[] = [];
+  const limit = ev.cpuLimit;
+  if (limit) {
+    const at = (p: { cpu: number; throttledPercent: number; stretchPercent: number }) => `${num(p.throttledPercent)} % of periods throttled at ${p.cpu}${p.stretchPercent > 0 ? `, ${num(p.stretchPercent)} % longer` : ""}`;
+    parts.push(`<p class="limit">CPU limit <b>${limit.limit}</b>${limit.lowerBound ? " (lower bound: the trace was throttled)" : ""}: simulated CFS throttling ${esc(at(limit.atLimit))}; at the request: ${esc(at(limit.atRequest))} (target ${limit.targetPercent} %)</p>`);
+  }
+  if (ev.gpu) {
+    const fits = ev.gpu.partitions.map((p) => `${p.gpu} ${p.profile}`).join(", ");
+    parts.push(`<p class="gpu">GPU memory <b>${ev.gpu.memoryGb} GB</b> (peak ${num(ev.gpu.peakMb)} MB): ${esc(fits ? `fits MIG ${fits}` : "no MIG partition")}${ev.gpu.wholeGpu.length > 0 ? esc(`; a whole ${ev.gpu.wholeGpu.join(", ")}`) : ""}</p>`);
+  }
+  const views = ev.samplerViews ?? [];
+  if (views.length > 0) {
+    const range = (r: [number, number]) => (r[0] === r[1] ? "" : ` (${num(r[0])}–${num(r[1])})`);
+    const rows = [
+      `<tr><td>cpost (fine)</td><td>${num(ev.cpu.value)}</td><td>${num(ev.memory.valueMb)}</td><td>-</td><td>cpu: ${rec.cpu}, memory: ${rec.memory}</td></tr>`,
+      ...views.map((v) => `<tr><td>${esc(v.sampler)}</td><td>${num(v.cpuPercent)}${range(v.cpuPercentRange)}</td><td>${num(v.memoryMb)}${range(v.memoryMbRange)}</td><td>${num(v.sawMemoryPeakPercent)} %</td><td>cpu: ${v.requests.cpu}, memory: ${v.requests.memory}</td></tr>`),
+    ];
+    parts.push(`<table class="samplers"><caption>What slower samplers would have seen (median over 10 start offsets, range in brackets)</caption><thead><tr><th>Sampler</th><th>Peak CPU %</th><th>Peak memory MB</th><th>Saw the memory peak</th><th>Requests</th></tr></thead><tbody>${rows.join("")}</tbody></table>`);
+  }
+  return parts.length > 0 ? `<div class="beyond">${parts.join("")}</div>` : "";
 }
 
 function statsTable(summary: OperatorSummary): string {

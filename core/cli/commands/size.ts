@@ -4,7 +4,10 @@
  * with what they rest on, and with --apply writes them into the pipeline
  * file (comments and formatting kept) and prints the diff.
  * `cpost size <pipeline.yaml> --from run1.msgpack [--from run2.msgpack]`
- * sizes from recordings instead, under any policy.
+ * sizes from recordings instead, under any policy. `--json` prints one JSON
+ * document, `--format k8s` the `resources:` blocks, and `--check` exits 1
+ * naming each operator whose current request is below its need (a CI gate;
+ * with --from it needs no engine).
  */
 import { defineCommand } from "citty";
 import { relative } from "node:path";
@@ -15,8 +18,9 @@ import { CpostError, EXIT } from "../../contracts/errors.ts";
 import { SIZING_ARGS, sizingRequestOf } from "../../run/limits.ts";
 import { loadPipeline } from "../../pipeline/pipeline.ts";
 import { readRecording, replayInto } from "../../sinks/recording.ts";
-import { defineSizingObserver, executeRepeated, formatRecommendations, formatSpread, type OperatorSizing } from "../../run/repeat.ts";
-import { CPOST_POLICY } from "../../sizing/sizing.ts";
+import { defineSizingObserver, executeRepeated, formatRecommendations, formatSamplerViews, formatSpread, type OperatorSizing } from "../../run/repeat.ts";
+import { CPOST_POLICY, DEFAULT_THROTTLE_TARGET_PCT } from "../../sizing/sizing.ts";
+import { checkRequests, k8sResources, sizeJson } from "../../sizing/size-report.ts";
 import { commaList, parseArgs, valueOf, type FlagsDef } from "../flags.ts";
 import { available, checkSinkOptions, runSettingsOf, sinkPrefixesOf } from "./run.ts";
 
@@ -25,6 +29,9 @@ const args = {
   input: { type: "positional", required: false, description: "input payload directory (not with --from)", valueHint: "input_dir" },
   from: { type: "string", description: "size from this recording instead of running (repeatable; written by --sinks msgpack or --record)", valueHint: "run.msgpack" },
   apply: { type: "boolean", description: "write the recommended requests (cpu, memory, and gpu where GPU metrics exist) into the pipeline file, keeping comments and formatting; prints the diff" },
+  check: { type: "boolean", description: "CI gate: compare the pipeline's requests with the recommendation; exit 1 naming each operator whose request is below its need (warn where one is far above)" },
+  json: { type: "boolean", description: "print one JSON document (schema cpost.size/v1, docs/sizing.md) instead of the text; same as --format json" },
+  format: { type: "string", description: "output: text (default), json, or k8s (each operator's resources: block, requests and limits, as Kubernetes and Argo Workflows take it)", valueHint: "text|json|k8s" },
   ...SIZING_ARGS,
   metrics_dir: { type: "string", description: "keep each run's CSVs and msgpack recording here (run-<i>/ with --repeat)", valueHint: "dir" },
   models_dir: { type: "string", description: "Triton model repository, required if the pipeline uses Triton", valueHint: "dir" },
@@ -36,6 +43,15 @@ const args = {
   quiet: { type: "boolean", description: "no console lines but the recommendations, warnings and errors" },
   "triton-image": { type: "string", description: "Triton server image", valueHint: "image:tag" },
 } satisfies FlagsDef;
+
+/** Sends what is written to stdout to stderr until the returned function is called. */
+function stdoutToStderr(): () => void {
+  const write = process.stdout.write;
+  process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => (process.stderr.write as (c: string | Uint8Array, ...r: unknown[]) => boolean)(chunk, ...rest)) as typeof process.stdout.write;
+  return () => {
+    process.stdout.write = write;
+  };
+}
 
 /** `--from` may be given more than once; the run flags' parser keeps one value per flag. */
 function takeFromFlags(raw: string[]): { rest: string[]; from: string[] } {
@@ -87,6 +103,11 @@ export default defineCommand({
         hint: "cpost size <pipeline.yaml> <input_dir> [--repeat N] [--apply], or cpost size <pipeline.yaml> --from run.msgpack",
       });
     }
+    const format = flags.json === true ? "json" : (str("format") ?? "text");
+    if (!["text", "json", "k8s"].includes(format) || (flags.json === true && str("format") !== undefined && str("format") !== "json")) {
+      throw new CpostError("usage", `--format ${str("format")}${flags.json === true ? " with --json" : ""}: not an output format`, { hint: "use --format text, --format json (or --json), or --format k8s" });
+    }
+    if (format !== "text" && flags.apply === true) throw new CpostError("usage", `--apply prints a diff; it does not go with --format ${format}`, { hint: "run --apply and --format separately" });
     const sizing = sizingRequestOf(flags);
     const policy = sizing.policy ?? CPOST_POLICY;
     const pipelineFile = positionals[0]!;
@@ -109,24 +130,44 @@ export default defineCommand({
       const sinks = flags.sinks !== undefined ? commaList(str("sinks")) : settings.metricsDir ? available(["csv", "msgpack"], builtinSinks, "sink") : [];
       const collectors = flags.collectors !== undefined ? commaList(str("collectors")) : available(DEFAULT_COLLECTORS, builtinCollectors, "collector");
       checkSinkOptions(sinkOptions, sinks, collectors);
-      code = await executeRepeated(
-        {
-          pipeline: pipelineFile,
-          input: positionals[1]!,
-          ...settings,
-          keepOutputs: false,
-          collectors,
-          sinks,
-          sizing,
-          sinkOptions,
-        },
-        observer,
-      );
+      // Machine-readable output owns stdout: what the run and its sinks print goes to stderr meanwhile.
+      const restore = format === "text" ? undefined : stdoutToStderr();
+      try {
+        code = await executeRepeated(
+          {
+            pipeline: pipelineFile,
+            input: positionals[1]!,
+            ...settings,
+            // Machine-readable output owns stdout: the run's own console lines are left out.
+            ...(format === "text" ? {} : { quiet: true }),
+            keepOutputs: false,
+            collectors,
+            sinks,
+            sizing,
+            sinkOptions,
+          },
+          observer,
+        );
+      } finally {
+        restore?.();
+      }
     }
 
     const sized = observer.finish();
     const runs = observer.runs;
-    process.stdout.write(`\n${formatSpread(sized, runs)}${formatRecommendations(sized, policy)}`);
+    if (format === "json") process.stdout.write(`${JSON.stringify(sizeJson(pipeline.name, sized, policy, runs, policy.throttleTargetPct ?? DEFAULT_THROTTLE_TARGET_PCT), null, 2)}\n`);
+    else if (format === "k8s") process.stdout.write(k8sResources(sized, policy));
+    else process.stdout.write(`\n${formatSpread(sized, runs)}${formatRecommendations(sized, policy)}${formatSamplerViews(sized)}`);
+    if (flags.check === true) {
+      const { failures, warnings } = checkRequests(pipeline.operators, sized);
+      for (const line of warnings) process.stderr.write(`warning: ${line}\n`);
+      for (const line of failures) process.stderr.write(`check failed: ${line}\n`);
+      if (failures.length > 0) {
+        process.stderr.write(`cpost size --check: ${failures.length} request${failures.length === 1 ? "" : "s"} below the need in ${pipelineFile}; raise them (cpost size ... --apply writes the recommendation)\n`);
+        return Math.max(code, EXIT.operatorFailed);
+      }
+      process.stderr.write(`cpost size --check: every operator's requests cover its need (${pipelineFile})\n`);
+    }
     if (flags.apply !== true) return code;
 
     const { updates, skipped } = requestUpdates(sized, pipeline.operators.map((o) => o.name));
