@@ -9,7 +9,7 @@ import { createReadStream, existsSync, linkSync, readFileSync, rmSync, writeFile
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { defineLogDemuxer, type LogChunk } from "../core/engine/docker.ts";
-import { defineOperatorOutput, FAILURE_TAIL_LINES } from "../core/run/operator-log.ts";
+import { defineOperatorOutput, FAILURE_TAIL_LINES, LOG_IDLE_AFTER_EXIT_MS } from "../core/run/operator-log.ts";
 import { readRecording } from "../core/sinks/recording.ts";
 import { compiledBinary, defineTestScratch, docker, dockerTest, leftovers, TEST_IMAGE, until } from "./support.ts";
 
@@ -348,4 +348,28 @@ test("the demuxer holds no more than one piece: a 200 KB frame split anywhere co
     expect(pieces.map((p) => p.continued ?? false)).toEqual([false, true, true, true]);
     expect(Buffer.concat(pieces.map((p) => p.data)).equals(Buffer.from(payload))).toBe(true);
   }
+});
+
+describe("an engine that keeps the log stream open after the container exited", () => {
+  // The real engine here cannot be made to do it on cue, so this stand-in serves the engine client's
+  // logStream contract (demuxed chunks per read, ending on its signal): one read, then silence.
+  test("the run stops reading after LOG_IDLE_AFTER_EXIT_MS of silence past the exit, keeps what came, and says so", async () => {
+    const metrics = scratch();
+    const warnings: string[] = [];
+    const stalled = {
+      async *logStream(_id: string, options: { signal?: AbortSignal } = {}): AsyncIterable<LogChunk[]> {
+        yield [{ stream: "stdout", data: new TextEncoder().encode("2026-12-04T10:00:00.000000000Z last words\n") }];
+        await new Promise((_, reject) => options.signal?.addEventListener("abort", () => reject(options.signal!.reason)));
+      },
+    };
+    const output = defineOperatorOutput({ engine: stalled as unknown as Parameters<typeof defineOperatorOutput>[0]["engine"], metricsDir: metrics, live: false, quiet: false, out: { write: () => true }, operators: ["quiet"], warn: (m) => warnings.push(m) });
+    const followed = output.follow("quiet", "0".repeat(64), new AbortController().signal);
+    const started = performance.now();
+    const kept = await followed.finish();
+    const waitedMs = performance.now() - started;
+    expect(waitedMs).toBeGreaterThanOrEqual(LOG_IDLE_AFTER_EXIT_MS);
+    expect(kept).toEqual({ logFile: join(metrics, "quiet.log") });
+    expect(readFileSync(join(metrics, "quiet.log"), "utf8")).toContain("stdout F last words\n");
+    expect(warnings).toEqual([`the engine kept operator quiet's output stream open after it exited; stopped reading after ${LOG_IDLE_AFTER_EXIT_MS / 1000} s of silence`]);
+  }, 30_000);
 });

@@ -22,6 +22,15 @@ import type { OperatorResult } from "../contracts/types.ts";
 
 /** A log file stops taking output at this size (1 GiB), with a marker saying so; the run and its measurements go on. */
 export const LOG_LIMIT_BYTES = 1024 ** 3;
+/**
+ * Once the container has exited, how long its log stream may stay silent
+ * before cpost stops reading: an engine that keeps a follow stream open
+ * after the container is gone must not hold the run (a Podman run here
+ * once hung until its test's 120 s limit in a loaded full-suite run, with
+ * the run waiting on this stream). A stream still delivering output is
+ * never cut by this.
+ */
+export const LOG_IDLE_AFTER_EXIT_MS = 5000;
 /** Lines of a failed operator's output printed with its failure (when `-v` has not shown them all already). */
 export const FAILURE_TAIL_LINES = 20;
 /** A longer line is kept (and shown) in pieces of this many characters: memory stays bounded whatever an operator writes. */
@@ -57,7 +66,11 @@ export type KeptOutput = Pick<OperatorResult, "logFile" | "logCut">;
 
 /** One container's output being read. */
 export interface FollowedOutput {
-  /** Resolves when all of it was read (the container stopped) and the log is closed; never rejects (trouble is warned about). */
+  /**
+   * Call once the container has exited. Resolves when all of it was read and
+   * the log is closed (or the stream stayed silent LOG_IDLE_AFTER_EXIT_MS
+   * after the exit); never rejects (trouble is warned about).
+   */
   finish(): Promise<KeptOutput>;
   /** After a failure, while the container still exists: the lines to print with it, or undefined (`--quiet`, or `-v` showed them). */
   failureLines(signal?: AbortSignal): Promise<string | undefined>;
@@ -81,10 +94,12 @@ export function defineOperatorOutput(options: OperatorOutputOptions): OperatorOu
       const prefix = tty ? `${operator.padEnd(width)} | ` : "| ";
       const attempt = opened.has(operator) ? "append" : "fresh";
       opened.add(operator);
+      const stop = new AbortController();
+      let lastActivityMs = performance.now();
+      let idleAfterExit = false;
       const reading = options.live || file !== undefined ? pump() : Promise.resolve<KeptOutput>({});
 
       async function pump(): Promise<KeptOutput> {
-        const stop = new AbortController();
         const log = file === undefined ? undefined : await openLog(file, attempt, containerId, options.warn);
         if (!log && !options.live) return {};
         let kept = 0;
@@ -106,6 +121,7 @@ export function defineOperatorOutput(options: OperatorOutputOptions): OperatorOu
         });
         try {
           for await (const batch of options.engine.logStream(containerId, { follow: true, timestamps: true, signal: AbortSignal.any([signal, stop.signal]) })) {
+            lastActivityMs = performance.now();
             for (const chunk of batch) lines.push(chunk);
             if (fileText !== "") await log!.write(fileText);
             fileText = "";
@@ -118,7 +134,8 @@ export function defineOperatorOutput(options: OperatorOutputOptions): OperatorOu
           if (fileText !== "") await log!.write(fileText);
           if (shown !== "") await show(shown);
         } catch (error) {
-          if (!signal.aborted) options.warn(`output of operator ${operator}: ${(error as Error).message}${log ? ` (${file} has what came before)` : ""}`);
+          if (idleAfterExit) options.warn(`the engine kept operator ${operator}'s output stream open after it exited; stopped reading after ${LOG_IDLE_AFTER_EXIT_MS / 1000} s of silence`);
+          else if (!signal.aborted) options.warn(`output of operator ${operator}: ${(error as Error).message}${log ? ` (${file} has what came before)` : ""}`);
         } finally {
           stop.abort();
           await log?.close().catch((e: unknown) => options.warn(`closing ${file}: ${(e as Error).message}`));
@@ -128,7 +145,19 @@ export function defineOperatorOutput(options: OperatorOutputOptions): OperatorOu
       }
 
       return {
-        finish: () => reading,
+        async finish() {
+          lastActivityMs = performance.now(); // silence is counted from the exit
+          const watchdog = setInterval(() => {
+            if (performance.now() - lastActivityMs < LOG_IDLE_AFTER_EXIT_MS) return;
+            idleAfterExit = true;
+            stop.abort();
+          }, 250);
+          try {
+            return await reading;
+          } finally {
+            clearInterval(watchdog);
+          }
+        },
         async failureLines(abort) {
           if (options.quiet || options.live) return undefined;
           const kept = await reading;
