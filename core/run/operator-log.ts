@@ -26,9 +26,9 @@ export const LOG_LIMIT_BYTES = 1024 ** 3;
  * Once the container has exited, how long its log stream may stay silent
  * before cpost stops reading: an engine that keeps a follow stream open
  * after the container is gone must not hold the run (a Podman run here
- * once hung until its test's 120 s limit in a loaded full-suite run, with
- * the run waiting on this stream). A stream still delivering output is
- * never cut by this.
+ * once hung until its test's 120 s limit in a loaded full-suite run, cause
+ * not pinned down; an open stream is one way to hang there). A stream
+ * still delivering output is never cut by this.
  */
 export const LOG_IDLE_AFTER_EXIT_MS = 5000;
 /** Lines of a failed operator's output printed with its failure (when `-v` has not shown them all already). */
