@@ -34,7 +34,8 @@ function productFiles(): string[] {
       if (entry.name.startsWith(".")) continue;
       const path = `${dir}/${entry.name}`;
       if (entry.isDirectory()) walk(path);
-      else if (/\.(ts|js)$/.test(entry.name) && !entry.name.endsWith(".d.ts")) files.push(path);
+      // unit tests live beside the code they test, but are not product files
+      else if (/\.(ts|js)$/.test(entry.name) && !/\.(d|test)\.ts$/.test(entry.name)) files.push(path);
     }
   };
   for (const dir of ["core", "collectors", "plugins", "native"]) walk(dir);

@@ -58,8 +58,8 @@ function sourceHash(): string {
   hash.update(Bun.version);
   const walk = (dir: string): void => {
     for (const entry of readdirSync(dir, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
-      // a test's scratch copy (test/registry-copy.test.ts) is not part of the product
-      if (entry.name.startsWith(".")) continue;
+      // a test's scratch copy (test/registry-copy.test.ts) and unit tests beside the code are not part of the product
+      if (entry.name.startsWith(".") || entry.name.endsWith(".test.ts")) continue;
       const path = join(dir, entry.name);
       if (entry.isDirectory()) walk(path);
       else if (entry.isFile()) hash.update(path).update(readFileSync(path));

@@ -7,7 +7,7 @@ import { afterAll, expect, test } from "bun:test";
 import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
-import host from "../collectors/host.ts";
+import host from "./host.ts";
 import { isUnavailable, type MetricBuffer, type Probe, type Target } from "../core/contracts/types.ts";
 
 const HOST: Target = { kind: "host", containerId: "", pid: 0, engine: "docker", operator: "host" };

@@ -10,10 +10,10 @@ import { join } from "node:path";
 import { replayInto } from "../core/sinks/recording.ts";
 import { pythonFloat } from "../core/sizing/summary.ts";
 import type { MetricColumn, SampleBatch } from "../core/contracts/types.ts";
-import csv from "../plugins/csv.ts";
-import { expected, loadFixtureRun, RUNS_DIR } from "./fixtures/runs/fixture-run.ts";
-import { contractBatches } from "./sinks-contract.ts";
-import { BUN } from "./support.ts";
+import csv from "./csv.ts";
+import { expected, loadFixtureRun, RUNS_DIR } from "../test/fixtures/runs/fixture-run.ts";
+import { contractBatches } from "../test/sinks-contract.ts";
+import { BUN } from "../test/support.ts";
 
 const dirs: string[] = [];
 const tempDir = () => {

@@ -4,9 +4,9 @@
  * readable on narrow terminals.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { replayInto } from "../core/sinks/recording.ts";
-import table from "../plugins/table/index.ts";
-import { expected, loadFixtureRun } from "./fixtures/runs/fixture-run.ts";
+import { replayInto } from "../../core/sinks/recording.ts";
+import table from "./index.ts";
+import { expected, loadFixtureRun } from "../../test/fixtures/runs/fixture-run.ts";
 
 const ANSI = /\x1b\[[0-9;]*m/g;
 

@@ -1,8 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { CpostError } from "../core/contracts/errors.ts";
-import { loadPipeline, mountsFor, parsePipeline } from "../core/pipeline/pipeline.ts";
-import { REPO } from "./support.ts";
+import { CpostError } from "../contracts/errors.ts";
+import { loadPipeline, mountsFor, parsePipeline } from "./pipeline.ts";
+import { REPO } from "../../test/support.ts";
 
 const fixture = (name: string) => join(REPO, "test/fixtures/pipelines", `${name}.yaml`);
 const order = (name: string) => loadPipeline(fixture(name)).pipeline.order.map((op) => op.name);
