@@ -15,6 +15,8 @@ import { checkInputs, checkWritableDir, interruptSignals, runPipeline } from "./
 
 /** What one run was asked for, from either command form. */
 export interface RunRequest {
+  /** Where warnings go: the CLI's one channel (core/cli/console.ts). */
+  warn: (message: string) => void;
   pipeline: string;
   input: string;
   metricsDir?: string;
@@ -60,7 +62,7 @@ export function requireAvailable(collectors: Collector[], flag: string): void {
 /** Runs a pipeline once as asked; the exit code (0 all succeeded, 1 an operator failed or was skipped). `--repeat`: repeat.ts. */
 export async function executeRun(request: RunRequest): Promise<number> {
   const { pipeline, warnings } = loadPipeline(request.pipeline);
-  for (const w of warnings) process.stderr.write(`warning: ${formatWarning(w)}\n`);
+  for (const w of warnings) request.warn(formatWarning(w));
   // Before any sink creates a file or the engine is asked anything.
   checkInputs({ pipeline, inputDir: request.input, metricsDir: request.metricsDir, modelsDir: request.modelsDir });
   if (request.record !== undefined) checkWritableDir(dirname(resolve(request.record)), "--record", "give --record a file in a directory cpost can create and write to");
@@ -99,6 +101,7 @@ export async function executeRun(request: RunRequest): Promise<number> {
       tritonImage: request.tritonImage,
       sizing: request.sizing,
       sinkEndTimeoutMs: request.sinkEndTimeoutMs,
+      warn: request.warn,
       signal: interrupt.signal,
       forceSignal: interrupt.forceSignal,
     });

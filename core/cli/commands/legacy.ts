@@ -10,6 +10,7 @@ import { builtinSinks } from "../../../plugins/index.ts";
 import { CpostError } from "../../contracts/errors.ts";
 import { loadPlugins, scanPluginFlags } from "../../registry/plugin-loader.ts";
 import { executeRequest } from "../../run/repeat.ts";
+import { warn } from "../console.ts";
 import { parseArgs, type FlagsDef } from "../flags.ts";
 import { available, runSettingsOf } from "./run.ts";
 
@@ -39,6 +40,7 @@ export default defineCommand({
     // the original's flags only: no --quiet, --interval or --triton-image here, so 10 ms and never quiet
     const settings = runSettingsOf(flags);
     return executeRequest({
+      warn,
       pipeline: positionals[0]!,
       input: positionals[1]!,
       ...settings,

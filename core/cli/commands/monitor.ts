@@ -18,6 +18,7 @@ import type { Sink } from "../../contracts/types.ts";
 import { parseDuration } from "../../contracts/units.ts";
 import { commaList, parseArgs, valueOf, type FlagsDef } from "../flags.ts";
 import { checkSinkOptions, parseInterval, sinkPrefixesOf } from "./run.ts";
+import { warn } from "../console.ts";
 
 /** Where the client looks for the monitor unless --url or CPOST_MONITOR_URL says otherwise. */
 export const DEFAULT_MONITOR_URL = "http://127.0.0.1:8686";
@@ -119,7 +120,7 @@ const serve = defineCommand({
       listen, token, intervalMs, containerCollectors, hostCollectors, makeSinks, sinkNames, engine, log,
       pollMs: pollText === undefined ? undefined : parseDuration(pollText, { flag: "--poll", minMs: 10, maxMs: 60_000 }),
       filters: { labels: lists?.label ?? [], names: lists?.name ?? [] },
-      warn: (line) => process.stderr.write(`warning: ${line}\n`),
+      warn,
     });
     const signal = await new Promise<string>((resolve) => {
       const on = (name: string) => () => resolve(name);

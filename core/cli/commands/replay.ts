@@ -14,6 +14,7 @@ import { POLICY_ARGS, policyFlagsOf, policyFromFlags } from "../../sizing/sizing
 import type { Sink } from "../../contracts/types.ts";
 import { commaList, parseArgs, valueOf, type FlagsDef } from "../flags.ts";
 import { checkSinkOptions, sinkPrefixesOf, withEnabled } from "./run.ts";
+import { warn } from "../console.ts";
 
 const args = {
   recording: { type: "positional", required: true, description: "run recording (.msgpack)", valueHint: "run.msgpack" },
@@ -47,7 +48,7 @@ export default defineCommand({
     const policy = policyFromFlags(policyFlagsOf(flags));
     const recording = readRecording(file);
     if (!recording.complete) {
-      process.stderr.write(`warning: ${file} ends before the run did (it crashed or was killed); replaying its ${recording.operators.length} operator(s) up to the last complete record\n`);
+      warn(`${file} ends before the run did (it crashed or was killed); replaying its ${recording.operators.length} operator(s) up to the last complete record`);
     }
     const sinks: Sink[] = [];
     for (const { factory } of await resolveSinkFactories(names, plugins)) sinks.push(await factory({ metricsDir, options: sinkOptions, out: process.stdout }));

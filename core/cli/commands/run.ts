@@ -12,6 +12,7 @@ import { parseDuration } from "../../contracts/units.ts";
 import { loadPlugins, PLUGIN_PATH_ENV, scanPluginFlags, type PluginSet } from "../../registry/plugin-loader.ts";
 import type { RunRequest } from "../../run/execute.ts";
 import { executeRequest } from "../../run/repeat.ts";
+import { warn } from "../console.ts";
 import { SIZING_ARGS, sizingRequestOf } from "../../run/limits.ts";
 import { DEFAULT_SINK_END_TIMEOUT_MS } from "../../sinks/session.ts";
 
@@ -52,7 +53,7 @@ export function runSettingsOf(flags: Record<string, string | true>) {
 export function available(names: string[], registry: Record<string, unknown>, kind: string): string[] {
   const have = names.filter((n) => sinkName(n) in registry);
   const missing = names.filter((n) => !have.includes(n));
-  if (missing.length > 0) process.stderr.write(`warning: ${kind} ${missing.join(", ")} not available in this build\n`);
+  if (missing.length > 0) warn(`${kind} ${missing.join(", ")} not available in this build`);
   return have;
 }
 
@@ -103,6 +104,7 @@ export default defineCommand({
     const collectors = withEnabled(flags.collectors !== undefined ? commaList(str("collectors")) : available(DEFAULT_COLLECTORS, builtinCollectors, "collector"), "collector", plugins);
     checkSinkOptions(sinkOptions, sinks, collectors, plugins);
     return executeRequest({
+      warn,
       pipeline: positionals[0]!,
       input: positionals[1]!,
       ...settings,

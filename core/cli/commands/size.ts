@@ -23,6 +23,7 @@ import { CPOST_POLICY, DEFAULT_THROTTLE_TARGET_PCT } from "../../sizing/sizing.t
 import { checkRequests, k8sResources, sizeJson } from "../../sizing/size-report.ts";
 import { commaList, parseArgs, valueOf, type FlagsDef } from "../flags.ts";
 import { available, checkSinkOptions, runSettingsOf, sinkPrefixesOf } from "./run.ts";
+import { warn } from "../console.ts";
 
 const args = {
   pipeline: { type: "positional", required: true, description: "pipeline definition file (Clara pipeline YAML); --apply writes into it", valueHint: "pipeline.yaml" },
@@ -121,8 +122,8 @@ export default defineCommand({
       }
       for (const file of from) {
         const recording = readRecording(file);
-        if (!recording.complete) process.stderr.write(`warning: ${file} ends before its run did; sizing on what it holds\n`);
-        if (recording.run.pipeline.name !== pipeline.name) process.stderr.write(`warning: ${file} recorded pipeline "${recording.run.pipeline.name}", not "${pipeline.name}"\n`);
+        if (!recording.complete) warn(`${file} ends before its run did; sizing on what it holds`);
+        if (recording.run.pipeline.name !== pipeline.name) warn(`${file} recorded pipeline "${recording.run.pipeline.name}", not "${pipeline.name}"`);
         await replayInto(recording, [observer.sink], { policy });
       }
     } else {
@@ -137,6 +138,7 @@ export default defineCommand({
           {
             pipeline: pipelineFile,
             input: positionals[1]!,
+            warn,
             ...settings,
             // Machine-readable output owns stdout: the run's own console lines are left out.
             ...(format === "text" ? {} : { quiet: true }),
@@ -160,7 +162,7 @@ export default defineCommand({
     else process.stdout.write(`\n${formatSpread(sized, runs)}${formatRecommendations(sized, policy)}${formatSamplerViews(sized)}`);
     if (flags.check === true) {
       const { failures, warnings } = checkRequests(pipeline.operators, sized);
-      for (const line of warnings) process.stderr.write(`warning: ${line}\n`);
+      for (const line of warnings) warn(line);
       for (const line of failures) process.stderr.write(`check failed: ${line}\n`);
       if (failures.length > 0) {
         process.stderr.write(`cpost size --check: ${failures.length} request${failures.length === 1 ? "" : "s"} below the need in ${pipelineFile}; raise them (cpost size ... --apply writes the recommendation)\n`);
@@ -171,7 +173,7 @@ export default defineCommand({
     if (flags.apply !== true) return code;
 
     const { updates, skipped } = requestUpdates(sized, pipeline.operators.map((o) => o.name));
-    for (const line of skipped) process.stderr.write(`warning: ${line}\n`);
+    for (const line of skipped) warn(line);
     const applied = applyRequests(pipelineFile, updates);
     if (applied.changed.length === 0) {
       process.stdout.write(`\nrequests already match; file unchanged (${pipelineFile})\n`);

@@ -2,6 +2,7 @@
 import { defineCommand } from "citty";
 import { resolve } from "node:path";
 import { formatWarning, loadPipeline, mountsFor, upstreamsOf } from "../../pipeline/pipeline.ts";
+import { warn } from "../console.ts";
 
 export default defineCommand({
   meta: {
@@ -15,7 +16,7 @@ export default defineCommand({
   },
   run({ args }) {
     const { pipeline, warnings } = loadPipeline(args.pipeline);
-    for (const w of warnings) process.stderr.write(`warning: ${formatWarning(w)}\n`);
+    for (const w of warnings) warn(formatWarning(w));
     if (args.json) {
       process.stdout.write(`${JSON.stringify({ ...pipeline, order: pipeline.order.map((o) => o.name) }, null, 2)}\n`);
       return 0;
