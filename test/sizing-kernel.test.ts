@@ -14,7 +14,7 @@
  * simulated shares' range over the 10 alignments of the kernel's periods
  * against the trace (the kernel uses one alignment, not known to cpost). Other processes on this shared host can take CPU before the quota
  * does (a loaded host throttles less); a try off the band is repeated, up to
- * three, and every try is printed. The simulator cannot know where the kernel's periods fall against
+ * five, and every try is printed. The simulator cannot know where the kernel's periods fall against
  * the trace (hence the range), counts the periods at the run's two ends by its own rule (1-2 periods
  * of 40-80: 2.5-5 points), and reads a counter that moves in 4 ms ticks;
  * the kernel hands out quota in 5 ms slices per CPU. Measured here: at most
