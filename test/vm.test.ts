@@ -259,8 +259,10 @@ suite(`cgroup v2 for real: a Debian VM under qemu${skipReason ? ` (skipped: ${sk
         test(`200 MiB written and read with O_DIRECT by ${who}, which exits at once: 200 MiB ± 5 % each way in the CSV and the table, with io.stat's op counts`, () => {
           const io = figuresOf(runs[`${driver}/accuracy`]!).io[op];
           for (const mib of [io.csvReadMiB, io.csvWriteMiB, io.tableReadMiB, io.tableWriteMiB]) expect(Math.abs(mib - 200)).toBeLessThanOrEqual(10);
-          // ops come only from io.stat, and only when it carries the bytes
-          expect(io.readOps).toBeGreaterThanOrEqual(200);
+          // ops come only from io.stat, and only when it carries the bytes; /proc has no block op count, so the
+          // last interval's ops of an init that exits at once can go with its cgroup: the same 5 % as the bytes
+          // (seen once under the systemd driver: 195 of 200 MiB-sized reads)
+          expect(io.readOps).toBeGreaterThanOrEqual(190);
         });
       }
 
