@@ -178,7 +178,18 @@ export interface SizingSeries {
 /** Where sizing runs: the host's CPUs, to say when an operator used all of them. */
 export interface SizingHost {
   cpus?: number;
+  /**
+   * Readings closer than this (ms) are kept as one in the trace the CFS
+   * simulation and the slower samplers' views read (the counter's latest
+   * value, the largest need), so its memory stays bounded at fine
+   * intervals; default TRACE_RESOLUTION_MS. A long monitor session asks
+   * for a coarser one.
+   */
+  traceResolutionMs?: number;
 }
+
+/** The trace's default resolution: 5 ms keeps 100 ms spikes and CFS periods sharp at a fifth of 1 kHz's memory. */
+export const TRACE_RESOLUTION_MS = 5;
 
 /** CPU is sized over windows of this length: what docker stats and the original CPOST measured over. */
 export const CPU_WINDOW_MS = 1000;
@@ -256,8 +267,46 @@ function defineValues() {
       return count;
     },
     at: (i: number) => values[i]!,
+    /** Replaces the last value (there must be one). */
+    setLast(x: number) {
+      values[count - 1] = x;
+    },
     percentile: (p: number) => percentile(values.slice(0, count), count, p),
     slice: () => values.slice(0, count),
+  };
+}
+
+/**
+ * The readings a window may still reach back to: a list whose indices stay
+ * absolute while what lies before `dropBefore` is forgotten, so it holds
+ * about one window's readings however long the series.
+ */
+function defineWindowList() {
+  let values = new Float64Array(1024);
+  let base = 0; // absolute index of values[0]
+  let start = 0; // first index still kept
+  let end = 0;
+  return {
+    push(x: number) {
+      if (end - base === values.length) {
+        const live = values.subarray(start - base, end - base);
+        if (live.length * 2 > values.length) {
+          const grown = new Float64Array(values.length * 2);
+          grown.set(live);
+          values = grown;
+        } else values.copyWithin(0, start - base, end - base);
+        base = start;
+      }
+      values[end - base] = x;
+      end++;
+    },
+    get count() {
+      return end;
+    },
+    at: (index: number) => values[index - base]!,
+    dropBefore(index: number) {
+      start = Math.max(start, Math.min(index, end));
+    },
   };
 }
 
@@ -268,8 +317,8 @@ function defineValues() {
  * Also the counter's step: see STEP_PERCENTILE.
  */
 function defineCpuWindows(keepRates: boolean) {
-  const times = defineValues();
-  const usages = defineValues();
+  const times = defineWindowList();
+  const usages = defineWindowList();
   let seriesStart = 0;
   let tail = 0;
   let seriesHasWindow = false;
@@ -302,6 +351,8 @@ function defineCpuWindows(keepRates: boolean) {
     startSeries() {
       closeSeries();
       seriesStart = tail = times.count;
+      times.dropBefore(tail);
+      usages.dropBefore(tail);
       seriesHasWindow = false;
       lastUsage = NaN;
       lastMs = NaN;
@@ -322,6 +373,9 @@ function defineCpuWindows(keepRates: boolean) {
         seriesHasWindow = true;
         take(((usageNs - usages.at(tail)) / (spanMs * 1e6)) * 100, spanMs, timestampMs);
       }
+      // Only the current window is needed from here on: memory stays flat however long the run.
+      times.dropBefore(tail);
+      usages.dropBefore(tail);
     },
     finish() {
       closeSeries();
@@ -345,11 +399,14 @@ export function defineSizingSeries(policy: SizingPolicy = CPOST_POLICY, host: Si
   const memory = { readings: 0, needMax: 0, needAtMs: NaN, usageMax: 0, workingSetSeen: false, reclaimable: 0 };
   // Every container's readings, for the CFS simulation and the slower samplers' views.
   const traces: Array<{ times: ReturnType<typeof defineValues>; usage: ReturnType<typeof defineValues>; need: ReturnType<typeof defineValues> }> = [];
+  const resolutionMs = host.traceResolutionMs ?? TRACE_RESOLUTION_MS;
+  let bucketStartMs = -Infinity;
   return {
     startSeries() {
       cpu.startSeries();
       memory.reclaimable = 0;
       traces.push({ times: defineValues(), usage: defineValues(), need: defineValues() });
+      bucketStartMs = -Infinity;
     },
     reading({ timestampMs, usageNs, cpuPercent, memoryBytes, workingSetBytes }) {
       cpu.reading(timestampMs, usageNs);
@@ -373,9 +430,19 @@ export function defineSizingSeries(policy: SizingPolicy = CPOST_POLICY, host: Si
       }
       const trace = traces.at(-1);
       if (trace && (usageNs === usageNs || need === need)) {
-        trace.times.push(timestampMs);
-        trace.usage.push(usageNs);
-        trace.need.push(need);
+        if (timestampMs - bucketStartMs >= resolutionMs || trace.times.count === 0) {
+          bucketStartMs = timestampMs;
+          trace.times.push(timestampMs);
+          trace.usage.push(usageNs);
+          trace.need.push(need);
+        } else {
+          // the same bucket: the counter as it is now, the larger need
+          const last = trace.times.count - 1;
+          trace.times.setLast(timestampMs);
+          if (usageNs === usageNs) trace.usage.setLast(usageNs);
+          const kept = trace.need.at(last);
+          if (need === need && !(kept >= need)) trace.need.setLast(need);
+        }
       }
     },
     recommend({ samples, gpu, result, stats }) {
