@@ -263,14 +263,18 @@ export interface Recommendation {
 
 /** A throttled-period prediction at one CPU limit (core/sizing/cfs.ts). */
 export interface ThrottlePrediction {
+  /** The limit, cores. */
   cpu: number;
+  /** Periods the kernel would count (mean over alignments). */
   periods: number;
+  /** Throttled periods (mean over alignments). */
   throttledPeriods: number;
-  /** Mean over the period alignments, percent. */
+  /** Throttled share of periods, percent: mean over alignments. */
   throttledPercent: number;
+  /** The least and the most over the alignments, percent. */
   minPercent: number;
   maxPercent: number;
-  /** How much longer the run would take, percent. */
+  /** How much longer the run would take, percent of its run time (mean over alignments). */
   stretchPercent: number;
 }
 
@@ -350,25 +354,37 @@ export interface SizingEvidence {
     lowerBound?: boolean;
   };
   /** What slower samplers would have seen of the same readings (core/sizing/slower-samplers.ts). */
-  samplerViews?: Array<{
-    sampler: string;
-    intervalMs: number;
-    cpuPercent: number;
-    cpuPercentRange: [number, number];
-    memoryMb: number;
-    memoryMbRange: [number, number];
-    sawMemoryPeakPercent: number;
-    requests: { cpu: number; memory: number };
-  }>;
+  samplerViews?: Array<SamplerView & { requests: { cpu: number; memory: number } }>;
   /** GPU memory and the MIG partitions it fits (core/sizing/gpu-partitions.ts). */
-  gpu?: {
-    peakMb: number;
-    metric: string;
-    memoryGb: number;
-    partitions: Array<{ gpu: string; profile: string; memoryGb: number; perGpu: number }>;
-    wholeGpu: string[];
-    tooSmall: string[];
-  };
+  gpu?: GpuMemoryFit;
+}
+
+/** One slower sampler's view of an operator: median over start offsets, with the range, and the share that saw the fine memory peak. */
+export interface SamplerView {
+  sampler: string;
+  intervalMs: number;
+  cpuPercent: number;
+  cpuPercentRange: [number, number];
+  memoryMb: number;
+  memoryMbRange: [number, number];
+  /** Share of start offsets whose memory figure came within 10 % of the fine peak, percent. */
+  sawMemoryPeakPercent: number;
+}
+
+/** The GPU sizing of one operator. */
+export interface GpuMemoryFit {
+  /** The figure: highest GPU memory on one device, MB (bytes / 1e6). */
+  peakMb: number;
+  /** Which metric it comes from. */
+  metric: string;
+  /** Recommended GPU memory, GB: ceil(peak × 1.1 / 1000). */
+  memoryGb: number;
+  /** Per GPU model, the smallest MIG profile it fits (absent: none smaller than the whole GPU). */
+  partitions: Array<{ gpu: string; profile: string; memoryGb: number; perGpu: number }>;
+  /** GPU models on which it needs a whole GPU (its memory is above every partition, or above the GPU). */
+  wholeGpu: string[];
+  /** GPU models too small even whole. */
+  tooSmall: string[];
 }
 
 /** Resource limits a container ran under (absent = unlimited). */

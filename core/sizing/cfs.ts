@@ -25,6 +25,7 @@
  * mean over them, with the least and the most.
  * Pure functions, no I/O: docs/sizing.md states the model and its limits.
  */
+import type { ThrottlePrediction } from "../contracts/types.ts";
 
 /** One container's CPU usage: epoch ms of each reading and the cumulative counter, ns. */
 export interface UsageTrace {
@@ -47,21 +48,8 @@ export interface CfsOptions {
 }
 
 /** What a limit would do to the traced work. */
-export interface CfsPrediction {
-  /** The limit, cores. */
-  cpu: number;
-  /** Periods the kernel would count (mean over alignments). */
-  periods: number;
-  /** Throttled periods (mean over alignments). */
-  throttledPeriods: number;
-  /** Throttled share of periods, percent: mean over alignments. */
-  throttledPercent: number;
-  /** The least and the most over the alignments, percent. */
-  minPercent: number;
-  maxPercent: number;
-  /** How much longer the run would take, percent of its run time (mean over alignments). */
-  stretchPercent: number;
-}
+/** A prediction at one limit: the shape the evidence records (core/contracts/types.ts). */
+export type CfsPrediction = ThrottlePrediction;
 
 /**
  * CPU time done in each period, ms: the counter interpolated at the period

@@ -15,6 +15,7 @@
  * memory (1/8, 2/8, 4/8, full) is the table's "Fraction of Memory"; the
  * media-extension variants (+me) have the same memory and are left out.
  */
+import type { GpuMemoryFit } from "../contracts/types.ts";
 
 /** One MIG GPU instance profile. */
 export interface MigProfile {
@@ -47,21 +48,7 @@ export const MIG_GPUS: readonly GpuModel[] = [
 /** Headroom on the GPU memory peak, percent. */
 export const GPU_MEMORY_HEADROOM_PCT = 10;
 
-/** The GPU sizing of one operator. */
-export interface GpuMemoryFit {
-  /** The figure: highest GPU memory on one device, MB (bytes / 1e6). */
-  peakMb: number;
-  /** Which metric it comes from. */
-  metric: string;
-  /** Recommended GPU memory, GB: ceil(peak × 1.1 / 1000). */
-  memoryGb: number;
-  /** Per GPU model, the smallest MIG profile it fits (absent: none smaller than the whole GPU). */
-  partitions: Array<{ gpu: string; profile: string; memoryGb: number; perGpu: number }>;
-  /** GPU models on which it needs a whole GPU (its memory is above every partition, or above the GPU). */
-  wholeGpu: string[];
-  /** GPU models too small even whole. */
-  tooSmall: string[];
-}
+export type { GpuMemoryFit };
 
 /** The GPU memory to ask for and where it fits; undefined when no GPU memory figure was recorded. */
 export function fitGpuMemory(peakBytes: number | undefined, metric: string): GpuMemoryFit | undefined {

@@ -16,6 +16,7 @@
  * spaced start offsets; its figure is the median over them, with the range.
  * Pure functions: the recording's readings in, figures out.
  */
+import type { SamplerView } from "../contracts/types.ts";
 
 /** One container's readings: epoch ms, the cumulative CPU counter (ns) and the memory need (bytes); NaN = not read. */
 export interface ResourceTrace {
@@ -135,17 +136,7 @@ function lastNumber(xs: ArrayLike<number>): number {
 /** Start offsets tried per sampler. */
 export const VIEW_PHASES = 10;
 
-/** One sampler's view of an operator: median over start offsets, with the range, and the share that saw the fine memory peak. */
-export interface SamplerView {
-  sampler: string;
-  intervalMs: number;
-  cpuPercent: number;
-  cpuPercentRange: [number, number];
-  memoryMb: number;
-  memoryMbRange: [number, number];
-  /** Share of start offsets whose memory figure came within 10 % of the fine peak, percent. */
-  sawMemoryPeakPercent: number;
-}
+export type { SamplerView };
 
 /**
  * Every slower sampler's view of an operator's containers. `statistic` is
