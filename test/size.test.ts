@@ -12,8 +12,7 @@ import { join } from "node:path";
 import { readRecording, replayInto, type Recording } from "../core/sinks/recording.ts";
 import { defineSizingObserver, describeCpuLimit, formatRecommendations, formatSamplerViews, formatSpread } from "../core/run/repeat.ts";
 import { CPOST_POLICY, PERCENTILE_POLICY, recommend, round3 } from "../core/sizing/sizing.ts";
-import msgpack from "../plugins/msgpack.ts";
-import { loadFixtureRun, RUNS_DIR } from "./fixtures/runs/fixture-run.ts";
+import { loadFixtureRun, recordTo, RUNS_DIR } from "./fixtures/runs/fixture-run.ts";
 import { cpostSource, dockerTest } from "./support.ts";
 
 const dirs: string[] = [];
@@ -24,11 +23,6 @@ const tempDir = () => {
 };
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
-/** Writes `recording` as a .msgpack file (the msgpack sink, driven by replay). */
-async function recordTo(recording: Recording, dir: string): Promise<string> {
-  await replayInto(recording, [msgpack({ metricsDir: dir, out: { write: () => true }, options: {} })]);
-  return join(dir, `${recording.run.pipeline.name}.msgpack`);
-}
 
 /** The oom-killed fixture with steady's memory readings multiplied by `factor`: a second, different run. */
 function scaledRun(factor: number): Recording {

@@ -13,9 +13,8 @@ import { chooseCpuLimit, defineCfsModel, periodDemands, simulateCfs } from "../c
 import { fitGpuMemory, MIG_GPUS } from "../core/sizing/gpu-partitions.ts";
 import { resample, SLOWER_SAMPLERS, slowerSamplerViews } from "../core/sizing/slower-samplers.ts";
 import { k8sCpu } from "../core/sizing/size-report.ts";
-import { replayInto, type Recording } from "../core/sinks/recording.ts";
-import msgpack from "../plugins/msgpack.ts";
-import { loadFixtureRun, RUNS_DIR } from "./fixtures/runs/fixture-run.ts";
+import type { Recording } from "../core/sinks/recording.ts";
+import { loadFixtureRun, recordTo, RUNS_DIR } from "./fixtures/runs/fixture-run.ts";
 import { cpostSource, REPO } from "./support.ts";
 
 const dirs: string[] = [];
@@ -26,10 +25,6 @@ const tempDir = () => {
 };
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
-async function recordTo(recording: Recording, dir: string): Promise<string> {
-  await replayInto(recording, [msgpack({ metricsDir: dir, out: { write: () => true }, options: {} })]);
-  return join(dir, `${recording.run.pipeline.name}.msgpack`);
-}
 
 /** A trace of `demands` ms of CPU per 100 ms, read every `stepMs` with the work spread evenly inside each period. */
 function traceOf(demandsMs: number[], stepMs = 10) {
