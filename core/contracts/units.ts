@@ -43,6 +43,14 @@ export function parseSize(text: string, flag: string, code: ErrorCode = "usage")
   return Math.floor(Number(m[1]) * 1024 ** "_kmgt".indexOf((m[2] || "_").toLowerCase()));
 }
 
+/** Rounds to three decimals exactly as the tables print them: CPOST sized on the figure it showed. */
+export function round3(x: number): number {
+  return Number(x.toFixed(3));
+}
+
+/** Three decimals, as every figure of cpost's tables and summaries. */
+export const f3 = (x: number) => x.toFixed(3);
+
 function formatMs(ms: number): string {
   return ms >= 1000 && ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }

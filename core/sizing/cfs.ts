@@ -25,6 +25,7 @@
  * mean over them, with the least and the most.
  * Pure functions, no I/O: docs/sizing.md states the model and its limits.
  */
+import { round3 } from "../contracts/units.ts";
 import type { ThrottlePrediction } from "../contracts/types.ts";
 
 /** One container's CPU usage: epoch ms of each reading and the cumulative counter, ns. */
@@ -209,8 +210,4 @@ export function chooseCpuLimit(model: ReturnType<typeof defineCfsModel>, options
   for (let n = stride; n <= never; n += stride) curve.push(model.predict(at(n)));
   if (curve.at(-1)?.cpu !== at(never)) curve.push(model.predict(at(never)));
   return { limit, atLimit: model.predict(limit), atRequest: model.predict(request), curve };
-}
-
-function round3(x: number): number {
-  return Number(x.toFixed(3));
 }

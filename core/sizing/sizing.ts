@@ -24,6 +24,7 @@
  * less than it needed: its recommendation is marked a lower bound and says
  * what to retry with.
  */
+import { f3, round3 } from "../contracts/units.ts";
 import { CpostError } from "../contracts/errors.ts";
 import type { MetricStats, OperatorResult, Recommendation, SizingEvidence } from "../contracts/types.ts";
 import { CFS_PERIOD_MS, chooseCpuLimit, defineCfsModel, type UsageTrace } from "./cfs.ts";
@@ -71,10 +72,7 @@ export const CPOST_POLICY: SizingPolicy = Object.freeze({
 /** `--policy percentile` without further flags: KRR's simple strategy (p95 CPU, peak memory + 15 %). */
 export const PERCENTILE_POLICY: SizingPolicy = Object.freeze({ ...CPOST_POLICY, kind: "percentile", cpuPercentile: 95, memoryHeadroomPct: 15, memoryBufferMb: 0 });
 
-/** Rounds to three decimals exactly as the table prints them: CPOST sized on the figure it showed. */
-export function round3(x: number): number {
-  return Number(x.toFixed(3));
-}
+export { round3 };
 
 /** The smallest multiple of `step` not below `x` (tolerant of float noise such as 256.00000000003). */
 function ceilStep(x: number, step: number): number {
@@ -503,8 +501,6 @@ export function defineSizingSeries(policy: SizingPolicy = CPOST_POLICY, host: Si
   };
 }
 
-/** Three decimals, as every figure cpost prints. */
-const f3 = (x: number) => x.toFixed(3);
 
 /**
  * The CPU figure and its error bound. The usage counter lags the CPU really

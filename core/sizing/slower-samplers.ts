@@ -16,6 +16,7 @@
  * spaced start offsets; its figure is the median over them, with the range.
  * Pure functions: the recording's readings in, figures out.
  */
+import { round3 } from "../contracts/units.ts";
 import type { SamplerView } from "../contracts/types.ts";
 
 /** One container's readings: epoch ms, the cumulative CPU counter (ns) and the memory need (bytes); NaN = not read. */
@@ -171,8 +172,4 @@ export function slowerSamplerViews(traces: readonly ResourceTrace[], fineMemoryM
 function median(xs: number[]): number {
   const sorted = [...xs].sort((a, b) => a - b);
   return sorted[(sorted.length - 1) >> 1] ?? 0;
-}
-
-function round3(x: number): number {
-  return Number(x.toFixed(3));
 }

@@ -11,8 +11,9 @@ import type { MetricColumn, OperatorSummary, SampleBatch } from "../../core/cont
 /** A table row: Metric, Average, Maximum, Resource. */
 export type Row = [metric: string, average: string, maximum: string, resource: string];
 
-/** Three decimals, as every figure of CPOST's tables. */
-export const f3 = (x: number) => x.toFixed(3);
+import { f3 } from "../../core/contracts/units.ts";
+
+export { f3 };
 
 /** A disk counter's first, last and peak whole-second rate. */
 interface DiskFigure {
