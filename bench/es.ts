@@ -16,10 +16,13 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import type { MetricColumn, RunInfo, RunResult, SampleBatch, Sink } from "../core/contracts/types.ts";
-import elasticsearch from "../plugins/elasticsearch/index.ts";
+import elasticsearchSink from "../plugins/elasticsearch/index.ts";
 import { defineEncoder } from "../plugins/elasticsearch/documents.ts";
 import { KNOWN_METRICS, templateRequests } from "../plugins/elasticsearch/templates.ts";
 import { startOpenSearch } from "../test/opensearch/node.ts";
+import { sinkFactory } from "../plugins/index.ts";
+
+const elasticsearch = sinkFactory(elasticsearchSink);
 
 const real = process.argv.includes("--opensearch");
 const positional = process.argv.slice(2).filter((a) => !a.startsWith("--"));

@@ -15,8 +15,12 @@ import { join } from "node:path";
 import { readRecording } from "../core/sinks/recording.ts";
 import { SummaryBuilder } from "../core/sizing/summary.ts";
 import type { MetricColumn, OperatorResult, OperatorSummary, RunInfo, SampleBatch, Sink } from "../core/contracts/types.ts";
-import csv from "../plugins/csv.ts";
-import msgpack from "../plugins/msgpack.ts";
+import csvSink from "../plugins/csv.ts";
+import msgpackSink from "../plugins/msgpack.ts";
+import { sinkFactory } from "../plugins/index.ts";
+
+const csv = sinkFactory(csvSink);
+const msgpack = sinkFactory(msgpackSink);
 
 const CONTAINERS = 10;
 const RATE_HZ = 1000;

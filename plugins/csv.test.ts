@@ -10,10 +10,13 @@ import { join } from "node:path";
 import { replayInto } from "../core/sinks/recording.ts";
 import { pythonFloat } from "../core/sizing/summary.ts";
 import type { MetricColumn, SampleBatch } from "../core/contracts/types.ts";
-import csv from "./csv.ts";
+import csvSink from "./csv.ts";
 import { expected, loadFixtureRun, RUNS_DIR } from "../test/fixtures/runs/fixture-run.ts";
 import { contractBatches } from "../test/sinks-contract.ts";
 import { BUN } from "../test/support.ts";
+import { sinkFactory } from "./index.ts";
+
+const csv = sinkFactory(csvSink);
 
 const dirs: string[] = [];
 const tempDir = () => {

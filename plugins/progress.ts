@@ -5,7 +5,8 @@
  * not a terminal. The runner adds it on a TTY unless --quiet.
  */
 import { CPU_KEY, MEMORY_KEY } from "../core/sizing/summary.ts";
-import type { MetricColumn, Operator, RunInfo, SampleBatch, Sink, SinkFactory } from "../core/contracts/types.ts";
+import { defineSink } from "../core/contracts/plugin-sdk.ts";
+import type { MetricColumn, Operator, RunInfo, SampleBatch, Sink } from "../core/contracts/types.ts";
 
 /** Where the line is drawn: a terminal stream (process.stderr). */
 export interface ProgressStream {
@@ -143,6 +144,9 @@ export function defineProgressSink(options: ProgressOptions = {}): Sink {
   };
 }
 
-/** The registry's factory: `--sinks progress` (draws on stderr when it is a terminal). */
-const factory: SinkFactory = () => defineProgressSink();
-export default factory;
+/** `--sinks progress`: draws on stderr when it is a terminal. */
+export default defineSink({
+  name: "progress",
+  description: "a live progress line on the terminal (added on a TTY unless --quiet)",
+  create: () => defineProgressSink(),
+});

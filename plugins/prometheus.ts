@@ -14,10 +14,9 @@
  */
 import { CpostError } from "../core/contracts/errors.ts";
 import { listenHttp, parseListen, urlOf, type ListenAddress } from "../core/contracts/listen.ts";
-import type { MetricColumn, MetricSpec, RunInfo, SampleBatch, Sink, SinkOptions } from "../core/contracts/types.ts";
+import { defineSink } from "../core/contracts/plugin-sdk.ts";
+import type { MetricColumn, MetricSpec, RunInfo, SampleBatch, Sink } from "../core/contracts/types.ts";
 
-/** Where /metrics is served unless `--prometheus-listen` says otherwise. */
-const DEFAULT_PROMETHEUS_LISTEN = "127.0.0.1:9686";
 const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 /** Labels cpost sets itself; a run label of the same name is renamed `label_<name>`. */
 const OWN_LABELS = new Set(["container", "operator", "gpu", "run_id", "pipeline", "job", "instance"]);
@@ -111,10 +110,19 @@ function endpointFor(address: ListenAddress): Endpoint {
   return endpoint;
 }
 
+export default defineSink({
+  name: "prometheus",
+  description: "serves the latest reading of every series at /metrics for Prometheus to scrape",
+  options: {
+    listen: { description: "address of the /metrics server", default: "127.0.0.1:9686" },
+    timestamps: { description: "give each sample its own timestamp", default: "true" },
+  },
+  create: ({ options }) => createPrometheusSink(options.listen, options.timestamps),
+});
+
 /** Creates the sink; serves /metrics from now on (or shares this process's server on that address). */
-export default function createPrometheusSink(options: SinkOptions): PrometheusSink {
-  const address = parseListen(options.options["prometheus-listen"] ?? DEFAULT_PROMETHEUS_LISTEN, "--prometheus-listen");
-  const stamping = options.options["prometheus-timestamps"] ?? "true";
+function createPrometheusSink(listen: string, stamping: string): PrometheusSink {
+  const address = parseListen(listen, "--prometheus-listen");
   if (stamping !== "true" && stamping !== "false") {
     throw new CpostError("usage", `--prometheus-timestamps ${stamping}: expected true or false`, {
       hint: "false exposes readings without timestamps (Prometheus then stamps them at scrape time)",

@@ -11,10 +11,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CpostError } from "../core/contracts/errors.ts";
 import type { MetricColumn, RunInfo, RunResult, SampleBatch, Sink } from "../core/contracts/types.ts";
-import elasticsearch from "../plugins/elasticsearch/index.ts";
+import elasticsearchSink from "../plugins/elasticsearch/index.ts";
 import { templateRequests } from "../plugins/elasticsearch/templates.ts";
 import { sampleKey, spoolFiles, startEsServer, storedSamples, type EsServerOptions, type EsTestServer } from "./es-server.ts";
 import { cpostSource, until } from "./support.ts";
+import { sinkFactory } from "../plugins/index.ts";
+
+const elasticsearch = sinkFactory(elasticsearchSink);
 
 const CONTAINER = "metrics-cpost.container-default";
 const GPU = "metrics-cpost.gpu-default";

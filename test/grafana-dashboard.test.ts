@@ -13,11 +13,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { builtinCollectors } from "../collectors/index.ts";
 import { grafanaDashboard, type DashboardSource } from "../core/cli/commands/grafana-dashboard.ts";
-import { columnKey, type MetricColumn, type RunInfo, type SampleBatch } from "../core/contracts/types.ts";
-import elasticsearch from "../plugins/elasticsearch/index.ts";
-import createPrometheusSink from "../plugins/prometheus.ts";
+import { columnKey, type MetricColumn, type RunInfo, type SampleBatch, type SinkOptions } from "../core/contracts/types.ts";
+import elasticsearchSink from "../plugins/elasticsearch/index.ts";
+import prometheusSink, { type PrometheusSink } from "../plugins/prometheus.ts";
+import { sinkFactory } from "../plugins/index.ts";
 import { startEsServer } from "./es-server.ts";
 import { cpostSource } from "./support.ts";
+
+const elasticsearch = sinkFactory(elasticsearchSink);
+const createPrometheusSink = (options: SinkOptions) => sinkFactory(prometheusSink)(options) as PrometheusSink;
 
 type Json = Record<string, unknown>;
 const spoolDir = mkdtempSync(join(tmpdir(), "cpost-dashboard-spool-"));

@@ -10,11 +10,15 @@ import { join } from "node:path";
 import { encode } from "@msgpack/msgpack";
 import { readRecording, RECORDING_VERSION, replayInto, type Recording } from "../core/sinks/recording.ts";
 import type { OperatorSummary, Sink } from "../core/contracts/types.ts";
-import csv from "../plugins/csv.ts";
-import msgpack from "../plugins/msgpack.ts";
+import csvSink from "../plugins/csv.ts";
+import msgpackSink from "../plugins/msgpack.ts";
 import { expected, loadFixtureRun, RUNS_DIR } from "./fixtures/runs/fixture-run.ts";
 import { contractBatches, contractColumns } from "./sinks-contract.ts";
 import { BUN, cpostSource } from "./support.ts";
+import { sinkFactory } from "../plugins/index.ts";
+
+const csv = sinkFactory(csvSink);
+const msgpack = sinkFactory(msgpackSink);
 
 const dirs: string[] = [];
 const tempDir = () => {

@@ -13,11 +13,14 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { MetricColumn, RunInfo, RunResult, SampleBatch } from "../core/contracts/types.ts";
 import { readRecording } from "../core/sinks/recording.ts";
-import elasticsearch from "../plugins/elasticsearch/index.ts";
+import elasticsearchSink from "../plugins/elasticsearch/index.ts";
 import { sampleKey, spoolFiles } from "./es-server.ts";
 import { startLink, type Link } from "./opensearch/link.ts";
 import { openSearchTest, openSearchUnavailable, startOpenSearch, type OpenSearchNode } from "./opensearch/node.ts";
 import { BUN, cpostSource, defineTestScratch, hasDocker, IN_CI, REPO, until } from "./support.ts";
+import { sinkFactory } from "../plugins/index.ts";
+
+const elasticsearch = sinkFactory(elasticsearchSink);
 
 const { scratch, pids, cleanup } = defineTestScratch("opensearch-live");
 let node: OpenSearchNode;

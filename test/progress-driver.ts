@@ -7,8 +7,11 @@
  */
 import { existsSync } from "node:fs";
 import type { OperatorResult, SampleBatch } from "../core/contracts/types.ts";
-import progress from "../plugins/progress.ts";
+import progressSink from "../plugins/progress.ts";
 import { CPU_COLUMNS, fixtureOperator, fixtureRun, fixtureSummary } from "./report-fixture.ts";
+import { sinkFactory } from "../plugins/index.ts";
+
+const progress = sinkFactory(progressSink);
 
 const sink = await progress({ options: {} });
 const operators = [fixtureOperator("segment"), fixtureOperator("writer")];

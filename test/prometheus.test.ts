@@ -5,9 +5,12 @@
  */
 import { afterAll, expect, test } from "bun:test";
 import { CpostError } from "../core/contracts/errors.ts";
-import { columnKey, type MetricColumn, type MetricSpec, type RunInfo, type SampleBatch } from "../core/contracts/types.ts";
-import createPrometheusSink, { prometheusFamily, type PrometheusSink } from "../plugins/prometheus.ts";
+import { columnKey, type MetricColumn, type MetricSpec, type RunInfo, type SampleBatch, type SinkOptions } from "../core/contracts/types.ts";
+import { sinkFactory } from "../plugins/index.ts";
+import prometheusSink, { prometheusFamily, type PrometheusSink } from "../plugins/prometheus.ts";
 import { prometheusTest, startPrometheus, type PrometheusServer } from "./prometheus-server.ts";
+
+const createPrometheusSink = (options: SinkOptions) => sinkFactory(prometheusSink)(options) as PrometheusSink;
 
 const CONTAINER = "c0ffee".padEnd(64, "0");
 

@@ -11,7 +11,8 @@ import { join } from "node:path";
 import { CpostError } from "../core/contracts/errors.ts";
 import type { MetricColumn, SampleBatch } from "../core/contracts/types.ts";
 import { defineMinMaxSeries } from "../plugins/html/downsample.ts";
-import htmlFactory, { defineHtmlSink, htmlOutputPath } from "../plugins/html/index.ts";
+import htmlSink, { defineHtmlSink, htmlOutputPath } from "../plugins/html/index.ts";
+import { sinkFactory } from "../plugins/index.ts";
 import { browserTest, chartsOf, openFile, screenshot } from "./browser.ts";
 import { CPU_COLUMNS, embedded, extremes, feedFixtureRun, FULL_COLUMNS, type FixtureOperator } from "./report-fixture.ts";
 import { compiledBinary, cpostSource, REPO, runProcess } from "./support.ts";
@@ -114,10 +115,10 @@ describe("min/max downsampling", () => {
 describe("html sink", () => {
   test("writes to --html-out, else <metrics_dir>/report.html, and says what to give when it has neither", () => {
     expect(htmlOutputPath({ metricsDir: "/m", options: {} })).toBe("/m/report.html");
-    expect(htmlOutputPath({ metricsDir: "/m", options: { "html-out": "/x/r.html" } })).toBe("/x/r.html");
+    expect(htmlOutputPath({ metricsDir: "/m", options: { out: "/x/r.html" } })).toBe("/x/r.html");
     let thrown: unknown;
     try {
-      htmlFactory({ options: {} });
+      sinkFactory(htmlSink)({ options: {} });
     } catch (e) {
       thrown = e;
     }
@@ -231,7 +232,7 @@ describe("the report in Chromium", () => {
 
 /** Records a made-up run with the msgpack sink, as `--sinks msgpack` would. */
 async function recordFixture(file: string, ops: FixtureOperator[]): Promise<void> {
-  const { default: msgpack } = await import("../plugins/msgpack.ts");
+  const msgpack = sinkFactory((await import("../plugins/msgpack.ts")).default);
   const quiet = { write: () => true };
   await feedFixtureRun(await msgpack({ options: { "msgpack-file": file }, out: quiet }), ops);
 }

@@ -10,7 +10,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Sink, SinkFactory } from "../core/contracts/types.ts";
 import { readRecording } from "../core/sinks/recording.ts";
-import { builtinSinks } from "../plugins/index.ts";
+import { builtinSinks, sinkFactory } from "../plugins/index.ts";
 import type { PrometheusSink } from "../plugins/prometheus.ts";
 import { defineProgressSink } from "../plugins/progress.ts";
 import { startEsServer, type EsTestServer } from "./es-server.ts";
@@ -99,7 +99,7 @@ const setups: Record<string, SinkSetup> = {
 };
 
 for (const [name, load] of Object.entries(builtinSinks)) {
-  const factory = (await load()).default;
+  const factory = sinkFactory((await load()).default);
   const setup = setups[name] ?? {};
   sinkContract(name, (ctx) => (setup.make ? setup.make(ctx, factory) : factory({ metricsDir: ctx.dir, out: ctx.out, options: {} })), setup.options);
 }

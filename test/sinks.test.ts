@@ -5,12 +5,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { replayInto } from "../core/sinks/recording.ts";
 import type { Sink } from "../core/contracts/types.ts";
-import csv from "../plugins/csv.ts";
-import { loadSinkFactories } from "../plugins/index.ts";
-import msgpack from "../plugins/msgpack.ts";
-import table from "../plugins/table/index.ts";
+import csvSink from "../plugins/csv.ts";
+import { loadSinkFactories, sinkFactory } from "../plugins/index.ts";
+import msgpackSink from "../plugins/msgpack.ts";
+import tableSink from "../plugins/table/index.ts";
 import { expected, loadFixtureRun } from "./fixtures/runs/fixture-run.ts";
 import { compiledBinary, cpostSource, dockerTest, REPO, runProcess } from "./support.ts";
+
+const csv = sinkFactory(csvSink);
+const msgpack = sinkFactory(msgpackSink);
+const table = sinkFactory(tableSink);
 
 // Their contract runs, with every other registered sink, in sink-contracts.test.ts.
 

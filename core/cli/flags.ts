@@ -6,7 +6,6 @@
  * `args` entries state (`repeated`, `optionalValue`, `alias`).
  */
 import type { ArgDef } from "citty";
-import { sinkName } from "../../plugins/index.ts";
 import { CpostError } from "../contracts/errors.ts";
 
 /** One flag as citty declares it, with what citty has no word for. */
@@ -96,11 +95,8 @@ export function parseFlags(raw: string[], spec: FlagSpec): { positionals: string
       else if (next !== undefined && optional.get(name)!.includes(next)) flags[name] = raw[++i]!;
       else flags[name] = true;
     } else if (spec.sinkPrefixes?.some((p) => name.startsWith(`${p}-`))) {
-      const value = takeValue();
-      const prefix = spec.sinkPrefixes.filter((p) => name.startsWith(`${p}-`)).sort((a, b) => b.length - a.length)[0]!;
-      sinkOptions[name] = value;
-      // Sinks read their options under their registered name; `--es-url` also reaches "elasticsearch-url".
-      if (sinkName(prefix) !== prefix) sinkOptions[`${sinkName(prefix)}${name.slice(prefix.length)}`] = value;
+      // Each sink picks its own out by name or alias (core/sinks/definition.ts).
+      sinkOptions[name] = takeValue();
     }
     else {
       throw new CpostError("usage", `unknown option ${arg}`, {

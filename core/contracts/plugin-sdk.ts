@@ -92,8 +92,8 @@ export interface SinkContext<O extends PluginOptions = PluginOptions> {
   readonly options: OptionValues<O>;
   /** `--metrics_dir`, when given: where file outputs belong. */
   readonly metricsDir?: string;
-  /** The run's standard output. */
-  readonly out: { write(text: string): unknown };
+  /** The run's standard output (`isTTY` and `columns` as a terminal's stream has them). */
+  readonly out: { write(text: string): unknown; readonly isTTY?: boolean; readonly columns?: number };
 }
 
 /**

@@ -11,10 +11,13 @@ import { accessSync, constants, existsSync, readdirSync, realpathSync, statSync 
 import { basename, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { builtinCollectors, loadCollectors } from "../../collectors/index.ts";
-import { builtinSinks, loadSinkFactories, SINK_ALIASES, sinkName } from "../../plugins/index.ts";
+import { builtinSinkNames, builtinSinks, loadSinkFactories, SINK_ALIASES, sinkName } from "../../plugins/index.ts";
 import { CpostError, pathError, pathProblem, pluginError } from "../contracts/errors.ts";
 import { columnKey, defineCollector, defineSink, isUnavailable, type CollectorPlugin, type PluginOptions, type SinkHooks, type SinkPlugin } from "../contracts/plugin-sdk.ts";
 import type { Collector, MetricBuffer, MetricUnit, Probe, SinkFactory, SinkOptions, Target, Unavailable } from "../contracts/types.ts";
+import { optionValues, sinkContextOf, sinkOfHooks, type OptionPrefixes } from "../sinks/definition.ts";
+
+export { optionValues };
 
 /** The environment variable naming plugin files and directories, `:`-separated. */
 export const PLUGIN_PATH_ENV = "CPOST_PLUGIN_PATH";
@@ -298,27 +301,6 @@ function builtinKind(name: string): string | undefined {
   return undefined;
 }
 
-/** A plugin's option values from the pass-through `--<plugin>-<option> VALUE` flags (keyed `<plugin>-<option>`). */
-export function optionValues(plugin: Pick<LoadedPlugin, "name" | "kind" | "display"> & { definition: { options?: PluginOptions } }, given: Record<string, string | undefined>): Record<string, string | undefined> {
-  const declared = plugin.definition.options ?? {};
-  const prefix = `${plugin.name}-`;
-  const listing = Object.keys(declared).map((o) => `--${prefix}${o}`).join(", ") || "none";
-  const values: Record<string, string | undefined> = {};
-  for (const [key, value] of Object.entries(given)) {
-    if (!key.startsWith(prefix)) continue;
-    const option = key.slice(prefix.length);
-    if (!Object.hasOwn(declared, option)) throw new CpostError("usage", `--${key}: ${plugin.kind} plugin ${plugin.name} has no option ${option}`, { hint: `its options: ${listing}` });
-    values[option] = value;
-  }
-  for (const [option, spec] of Object.entries(declared)) {
-    values[option] ??= spec.default;
-    if (spec.required && values[option] === undefined) {
-      throw new CpostError("usage", `--${prefix}${option} is required by ${plugin.kind} plugin ${plugin.name} (${plugin.display})`, { hint: `--${prefix}${option} VALUE: ${spec.description}` });
-    }
-  }
-  return values;
-}
-
 /**
  * The plugin as a Collector. A collector whose open or read throws is
  * disabled for the rest of the run: the sampler says the error once, and
@@ -391,16 +373,16 @@ export async function createPluginCollector(module: string, options: Record<stri
   return collectorOf(definition, file, Object.fromEntries(Object.entries(options).map(([k, v]) => [k, v === undefined ? undefined : String(v)])));
 }
 
-/** The plugin as a SinkFactory: options checked, `create` and every hook wrapped with the plugin's name. */
-export function sinkFactoryOf(plugin: Extract<LoadedPlugin, { kind: "sink" }>): SinkFactory {
+/** The plugin as a SinkFactory: options checked, `create` given a time limit and its failures wrapped with the plugin's name. */
+export function sinkFactoryOf(plugin: Extract<LoadedPlugin, { kind: "sink" }>, prefixes: OptionPrefixes = {}): SinkFactory {
   const { definition } = plugin;
   return async (sinkOptions: SinkOptions) => {
-    const options = optionValues(plugin, sinkOptions.options);
+    const options = optionValues(plugin, sinkOptions.options, prefixes);
     let hooks: SinkHooks;
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`did not return within ${CREATE_TIMEOUT_MS / 1000} s`)), CREATE_TIMEOUT_MS)));
-      hooks = await Promise.race([Promise.resolve().then(() => definition.create({ options, metricsDir: sinkOptions.metricsDir, out: sinkOptions.out ?? process.stdout } as Parameters<SinkPlugin["create"]>[0])), late]);
+      hooks = await Promise.race([Promise.resolve().then(() => definition.create(sinkContextOf(options, sinkOptions))), late]);
     } catch (thrown) {
       throw thrown instanceof CpostError ? thrown : pluginError(definition.name, "create", thrown);
     } finally {
@@ -408,15 +390,8 @@ export function sinkFactoryOf(plugin: Extract<LoadedPlugin, { kind: "sink" }>): 
     }
     const problem = hooksProblem(hooks);
     if (problem) throw new CpostError("plugin", `${definition.name}: create ${problem}`, { plugin: definition.name, hook: "create", hint: "create returns (or resolves to) an object of hook functions: { start, operatorStart, write, operatorDone, end }, each optional; see docs/plugins.md" });
-    // A hook's result is awaited when it is a promise and otherwise ignored; a throw or a rejection is the sink's failure (core/sinks/session.ts).
-    return {
-      name: definition.name,
-      start: (run) => hooks.start?.(run) as void | Promise<void>,
-      operatorStart: (operator) => hooks.operatorStart?.(operator) as void | Promise<void>,
-      write: (batch) => hooks.write?.(batch) as void | Promise<void>,
-      operatorDone: (result, summary) => hooks.operatorDone?.(result, summary) as void | Promise<void>,
-      end: (result) => hooks.end?.(result) as void | Promise<void>,
-    };
+    // A throw or a rejection from a hook is the sink's failure (core/sinks/session.ts).
+    return sinkOfHooks(definition.name, hooks);
   };
 }
 
@@ -448,8 +423,9 @@ export async function resolveSinkFactories(names: readonly string[], plugins: Pl
   const out: Array<{ name: string; factory: SinkFactory }> = [];
   for (const name of names) {
     const plugin = plugins?.sink(name);
-    if (Object.hasOwn(builtinSinks, sinkName(name))) out.push(...(await loadSinkFactories([name])));
-    else if (plugin) out.push({ name, factory: sinkFactoryOf(plugin) });
+    const others = [...builtinSinkNames(), ...(plugins?.plugins.filter((p) => p.kind === "sink").map((p) => p.name) ?? [])];
+    if (Object.hasOwn(builtinSinks, sinkName(name))) out.push(...(await loadSinkFactories([name], others)));
+    else if (plugin) out.push({ name, factory: sinkFactoryOf(plugin, { others }) });
     else throw unknown("sink", name, [...Object.keys(builtinSinks), ...Object.keys(SINK_ALIASES)], plugins);
   }
   return out;

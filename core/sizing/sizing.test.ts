@@ -15,9 +15,12 @@ import { readRecording, replayInto, type Recording } from "../sinks/recording.ts
 import { CPOST_POLICY, defineSizingSeries, parseSizingPolicy, percentile, PERCENTILE_POLICY, policyFromFlags, policyRule, recommend, type PolicyFlags, type SizingPolicy } from "./sizing.ts";
 import { SummaryBuilder } from "./summary.ts";
 import type { MetricColumn, OperatorResult, OperatorSummary, Recommendation, SampleBatch, Sink, SizingEvidence } from "../contracts/types.ts";
-import msgpack from "../../plugins/msgpack.ts";
+import msgpackSink from "../../plugins/msgpack.ts";
 import { loadFixtureRun, RUNS_DIR } from "../../test/fixtures/runs/fixture-run.ts";
 import { contractBatches } from "../../test/sinks-contract.ts";
+import { sinkFactory } from "../../plugins/index.ts";
+
+const msgpack = sinkFactory(msgpackSink);
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));

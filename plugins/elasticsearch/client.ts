@@ -49,16 +49,20 @@ const secret = (file: string | undefined, option: string): string | undefined =>
   }
 };
 
-/** Reads URL, credentials and CA from `--es-*` options and CPOST_ES_* environment. Throws CpostError("input"). */
+/**
+ * Reads URL, credentials and CA from the `--es-<option>` values (keyed by
+ * option: `url`, `api-key-file`, …) and CPOST_ES_* environment. Throws
+ * CpostError("input"); a secret given inline (`api-key`, `password`) is refused.
+ */
 export function esConnection(options: Record<string, string | undefined>, env: Record<string, string | undefined> = process.env): EsConnection {
-  for (const inline of ["es-api-key", "es-password"]) {
+  for (const inline of ["api-key", "password"]) {
     if (options[inline] !== undefined) {
-      throw new CpostError("usage", `--${inline} takes no secret on the command line (any user can read it with ps)`, {
-        hint: `use --${inline}-file FILE or CPOST_ES_${inline === "es-api-key" ? "API_KEY" : "PASSWORD"}`,
+      throw new CpostError("usage", `--es-${inline} takes no secret on the command line (any user can read it with ps)`, {
+        hint: `use --es-${inline}-file FILE or CPOST_ES_${inline === "api-key" ? "API_KEY" : "PASSWORD"}`,
       });
     }
   }
-  const raw = options["es-url"] ?? env.CPOST_ES_URL;
+  const raw = options.url ?? env.CPOST_ES_URL;
   if (!raw) throw new CpostError("usage", "the elasticsearch sink needs a URL", { hint: "give --es-url https://host:9200 or set CPOST_ES_URL" });
   let parsed: URL;
   try {
@@ -71,19 +75,19 @@ export function esConnection(options: Record<string, string | undefined>, env: R
   }
   const headers: Record<string, string> = {};
   let credentials = "none";
-  const apiKey = secret(options["es-api-key-file"], "es-api-key-file") ?? env.CPOST_ES_API_KEY;
-  const user = options["es-user"] ?? env.CPOST_ES_USER ?? (parsed.username ? decodeURIComponent(parsed.username) : undefined);
+  const apiKey = secret(options["api-key-file"], "es-api-key-file") ?? env.CPOST_ES_API_KEY;
+  const user = options.user ?? env.CPOST_ES_USER ?? (parsed.username ? decodeURIComponent(parsed.username) : undefined);
   if (apiKey) {
     // An `id:key` pair is encoded here; the `encoded` form Elasticsearch hands out is used as is.
     headers.authorization = `ApiKey ${apiKey.includes(":") ? Buffer.from(apiKey).toString("base64") : apiKey}`;
-    credentials = options["es-api-key-file"] ? `the API key in ${options["es-api-key-file"]}` : "the API key in CPOST_ES_API_KEY";
+    credentials = options["api-key-file"] ? `the API key in ${options["api-key-file"]}` : "the API key in CPOST_ES_API_KEY";
   } else if (user) {
-    const password = secret(options["es-password-file"], "es-password-file") ?? env.CPOST_ES_PASSWORD ?? decodeURIComponent(parsed.password);
+    const password = secret(options["password-file"], "es-password-file") ?? env.CPOST_ES_PASSWORD ?? decodeURIComponent(parsed.password);
     headers.authorization = `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
-    credentials = `user ${user} with the password from ${options["es-password-file"] ?? (env.CPOST_ES_PASSWORD ? "CPOST_ES_PASSWORD" : "the URL")}`;
+    credentials = `user ${user} with the password from ${options["password-file"] ?? (env.CPOST_ES_PASSWORD ? "CPOST_ES_PASSWORD" : "the URL")}`;
   }
   parsed.username = parsed.password = "";
-  const caFile = options["es-ca"] ?? env.CPOST_ES_CA;
+  const caFile = options.ca ?? env.CPOST_ES_CA;
   const ca = caFile ? secret(caFile, "es-ca") : undefined;
   return { url: parsed.href.replace(/\/+$/, ""), headers, tls: ca ? { ca } : undefined, timeoutMs: 30_000, credentials };
 }

@@ -11,65 +11,90 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import { parseDuration, parseSize } from "../../core/contracts/units.ts";
 import { CpostError } from "../../core/contracts/errors.ts";
-import type { RunInfo, SampleBatch, SinkFactory } from "../../core/contracts/types.ts";
+import { defineSink } from "../../core/contracts/plugin-sdk.ts";
+import type { RunInfo, SampleBatch } from "../../core/contracts/types.ts";
 import { checkAuth, esConnection, esRequest } from "./client.ts";
 import { defineDelivery } from "./delivery.ts";
 import { defineEncoder, type DocumentEncoder } from "./documents.ts";
 import { openSpool } from "./spool.ts";
 
-/** A duration sink option (`10s`, `500ms`, `2m`, bare ms), or its default. */
+/** A duration option (`10s`, `500ms`, `2m`, bare ms), or its default. */
 export function optionMs(text: string | undefined, fallbackMs: number, option: string): number {
   return text === undefined ? fallbackMs : parseDuration(text, { flag: `--${option}`, code: "input" });
 }
 
-/** A size sink option (`1G`, `512M`, plain bytes), or its default. */
-function optionBytes(text: string | undefined, fallback: number, option: string): number {
-  return text === undefined ? fallback : parseSize(text, `--${option}`, "input");
-}
-
 /** A whole number of at least `min`. */
-function parseCount(text: string | undefined, fallback: number, option: string, min = 0): number {
-  if (text === undefined) return fallback;
+function parseCount(text: string, option: string, min = 0): number {
   if (!/^\d+$/.test(text.trim()) || Number(text) < min) throw new CpostError("input", `--${option} ${JSON.stringify(text)} is not a whole number of at least ${min}`);
   return Number(text);
 }
 
 const flag = (v: string | undefined) => v !== undefined && v !== "false" && v !== "0";
 
-/** The sink factory: options are `--es-*` (or `--elasticsearch-*`) flags and CPOST_ES_* environment variables. */
-const elasticsearch: SinkFactory = ({ options: given, out }) => {
-  // `--es-x` and `--elasticsearch-x` are the same option.
-  const options: Record<string, string | undefined> = { ...given };
-  for (const [key, value] of Object.entries(given)) if (key.startsWith("elasticsearch-")) options[`es-${key.slice(14)}`] ??= value;
+/**
+ * The sink: options are `--es-<option>` (or `--elasticsearch-<option>`)
+ * flags and CPOST_ES_* environment variables.
+ */
+export default defineSink({
+  name: "elasticsearch",
+  description: "every sample into Elasticsearch with _bulk, spooled to disk while it is down (see docs/elasticsearch.md)",
+  options: {
+    url: { description: "the cluster (required, here or in CPOST_ES_URL)" },
+    "api-key-file": { description: "file holding the API key (or CPOST_ES_API_KEY)" },
+    user: { description: "basic auth user (or CPOST_ES_USER)" },
+    "password-file": { description: "file holding the password (or CPOST_ES_PASSWORD)" },
+    ca: { description: "PEM file to trust for https (or CPOST_ES_CA)" },
+    "api-key": { description: "refused: any user can read a command line (ps); use --es-api-key-file" },
+    password: { description: "refused: any user can read a command line (ps); use --es-password-file" },
+    namespace: { description: "data stream namespace", default: "default" },
+    legacy: { description: "`true`: the original's cpumetrics/gpumetrics indices" },
+    "spool-dir": { description: "where documents wait while Elasticsearch is down (default $XDG_CACHE_HOME/cpost/es-spool)" },
+    "spool-max": { description: "spool size beyond which documents are dropped and counted", default: "1G" },
+    "batch-docs": { description: "documents per _bulk request", default: "5000" },
+    "batch-bytes": { description: "bytes per _bulk request", default: "5M" },
+    flush: { description: "longest wait before a request goes", default: "1s" },
+    concurrency: { description: "_bulk requests in flight", default: "2" },
+    timeout: { description: "per request", default: "30s" },
+    retries: { description: "retries of 429/5xx answers", default: "5" },
+    "backoff-max": { description: "longest wait between retries", default: "10s" },
+    "end-timeout": { description: "how long the end of a run waits for Elasticsearch", default: "10s" },
+  },
+  create: ({ options, out }) => createElasticsearchSink(options, out),
+});
+
+type Defaulted = "namespace" | "spool-max" | "batch-docs" | "batch-bytes" | "flush" | "concurrency" | "timeout" | "retries" | "backoff-max" | "end-timeout";
+
+function createElasticsearchSink(options: Record<string, string | undefined> & Record<Defaulted, string>, out: { write(text: string): unknown }) {
   const conn = esConnection(options);
-  const namespace = options["es-namespace"] ?? "default";
+  const namespace = options.namespace;
   if (!/^[a-z0-9_]{1,100}$/.test(namespace)) {
     throw new CpostError("input", `--es-namespace ${JSON.stringify(namespace)} cannot be part of a data stream name`, { hint: "lowercase letters, digits and _ only (no -), e.g. --es-namespace lab_3" });
   }
-  conn.timeoutMs = optionMs(options["es-timeout"], 30_000, "es-timeout");
-  const endMs = optionMs(options["es-end-timeout"], 10_000, "es-end-timeout");
+  const duration = (option: Defaulted) => parseDuration(options[option], { flag: `--es-${option}`, code: "input" });
+  const size = (option: Defaulted) => parseSize(options[option], `--es-${option}`, "input");
+  conn.timeoutMs = duration("timeout");
+  const endMs = duration("end-timeout");
   const cache = process.env.XDG_CACHE_HOME || join(homedir(), ".cache");
   // One spool per cluster, so documents held for one are never sent to another.
   const cluster = `${new URL(conn.url).host.replace(/[^\w.-]/g, "_")}-${createHash("sha256").update(conn.url).digest("hex").slice(0, 8)}`;
-  const spool = openSpool(join(options["es-spool-dir"] ?? join(cache, "cpost", "es-spool"), cluster), optionBytes(options["es-spool-max"], 2 ** 30, "es-spool-max"));
-  const print = (line: string) => (out ?? process.stderr).write(`${line}\n`);
+  const spool = openSpool(join(options["spool-dir"] ?? join(cache, "cpost", "es-spool"), cluster), size("spool-max"));
+  const print = (line: string) => out.write(`${line}\n`);
   const said = new Set<string>();
   const delivery = defineDelivery({
     conn,
     spool,
-    retry: { retries: parseCount(options["es-retries"], 5, "es-retries"), backoffMs: 200, backoffMaxMs: optionMs(options["es-backoff-max"], 10_000, "es-backoff-max") },
-    batchDocs: parseCount(options["es-batch-docs"], 5000, "es-batch-docs", 1),
-    batchBytes: optionBytes(options["es-batch-bytes"], 5 * 2 ** 20, "es-batch-bytes"),
-    flushMs: optionMs(options["es-flush"], 1000, "es-flush"),
-    concurrency: parseCount(options["es-concurrency"], 2, "es-concurrency", 1),
+    retry: { retries: parseCount(options.retries, "es-retries"), backoffMs: 200, backoffMaxMs: duration("backoff-max") },
+    batchDocs: parseCount(options["batch-docs"], "es-batch-docs", 1),
+    batchBytes: size("batch-bytes"),
+    flushMs: duration("flush"),
+    concurrency: parseCount(options.concurrency, "es-concurrency", 1),
     say: (key, line) => said.has(key) || (said.add(key), print(`elasticsearch: ${line}`)),
   });
   let encoder: DocumentEncoder | undefined;
 
   return {
-    name: "elasticsearch",
     async start(run: RunInfo) {
-      encoder = defineEncoder(run, { namespace, legacy: flag(options["es-legacy"]) });
+      encoder = defineEncoder(run, { namespace, legacy: flag(options.legacy) });
       const waiting = spool.pending();
       if (waiting.docs > 0) print(`elasticsearch: ${waiting.docs} documents from earlier runs wait in ${spool.dir}; sending them in the background`);
       // A short look first: bad credentials should stop the run's use of this sink now, not after the run.
@@ -97,6 +122,4 @@ const elasticsearch: SinkFactory = ({ options: given, out }) => {
       }
     },
   };
-};
-
-export default elasticsearch;
+}

@@ -7,7 +7,8 @@
 import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { CpostError } from "../../core/contracts/errors.ts";
-import type { Operator, OperatorResult, OperatorSummary, RunInfo, RunResult, SampleBatch, Sink, SinkFactory, SinkOptions } from "../../core/contracts/types.ts";
+import { defineSink, type SinkContext } from "../../core/contracts/plugin-sdk.ts";
+import type { Operator, OperatorResult, OperatorSummary, RunInfo, RunResult, SampleBatch, Sink } from "../../core/contracts/types.ts";
 import { defineMinMaxSeries, type MinMaxSeries } from "./downsample.ts";
 import { renderReport, type ReportOperator } from "./report.ts";
 
@@ -16,7 +17,7 @@ export interface HtmlSinkOptions {
   /** The report file to write. */
   path: string;
   /** Where to say where the report went (a run's stdout); silent when absent. */
-  out?: SinkOptions["out"];
+  out?: SinkContext["out"];
 }
 
 interface Entry {
@@ -28,10 +29,10 @@ interface Entry {
 }
 
 /** Where the report goes: `--html-out`, else <metrics_dir>/report.html. */
-export function htmlOutputPath(options: SinkOptions): string {
-  const out = options.options["html-out"];
+export function htmlOutputPath(context: { metricsDir?: string; options: { out?: string } }): string {
+  const out = context.options.out;
   if (out) return resolve(out);
-  if (options.metricsDir) return resolve(options.metricsDir, "report.html");
+  if (context.metricsDir) return resolve(context.metricsDir, "report.html");
   throw new CpostError("usage", "the html sink needs a place to write the report", {
     hint: "give --metrics_dir DIR (writes DIR/report.html) or --html-out FILE",
   });
@@ -100,6 +101,9 @@ export function defineHtmlSink(options: HtmlSinkOptions, complete = true): Sink 
   };
 }
 
-/** The registry's factory: `--sinks html`. */
-const factory: SinkFactory = (options) => defineHtmlSink({ path: htmlOutputPath(options), out: options.out });
-export default factory;
+export default defineSink({
+  name: "html",
+  description: "one self-contained HTML report with charts, written at the end of the run",
+  options: { out: { description: "the report file (default <metrics_dir>/report.html)" } },
+  create: (context) => defineHtmlSink({ path: htmlOutputPath(context), out: context.out }),
+});

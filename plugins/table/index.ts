@@ -14,7 +14,8 @@
  * Resource column rests on, where they differ from the raw maxima.
  */
 import { CPU_WINDOW_MS } from "../../core/sizing/sizing.ts";
-import type { OperatorResult, OperatorSummary, Sink, SinkFactory, SinkOptions } from "../../core/contracts/types.ts";
+import { defineSink } from "../../core/contracts/plugin-sdk.ts";
+import type { OperatorResult, OperatorSummary } from "../../core/contracts/types.ts";
 import { defineExtras, defineSampleRows, f3, type Row } from "./extras.ts";
 
 const HEADERS: Row = ["Metric", "Average", "Maximum", "Resource"];
@@ -86,69 +87,72 @@ function sizingRows(summary: OperatorSummary): { cpu: Row[]; memory: Row[] } {
   return { cpu, memory };
 }
 
-const table = (options: SinkOptions): Sink => {
-  const out = options.out ?? process.stdout;
-  const color = out.isTTY === true && !process.env.NO_COLOR;
-  const width = out.isTTY ? out.columns : undefined;
-  const paint: Paint = (padded, column, text) => {
-    if (!color || text === "") return padded;
-    // Bold the requests and totals; the sizing rows' notes on what they rest on stay plain.
-    const code = column === -1 && text.startsWith("(") ? "31" : column === 3 && /^\w+: /.test(text) ? "1" : "";
-    return code ? padded.replace(text, `\x1b[${code}m${text}\x1b[0m`) : padded;
-  };
-  const fits = (lines: string[]) => width === undefined || lines.every((l) => l.length <= width);
-  const done: Array<{ name: string; marker?: string; rows: Row[] }> = [];
-  let extras = defineExtras();
-  // `--table-samples all`: every row before the summary, as the original printed without --metrics_dir.
-  const sampleRows = options.options["table-samples"] === "all" ? defineSampleRows() : undefined;
-  const cpostRows = options.options["table-rows"] === "cpost";
+export default defineSink({
+  name: "table",
+  description: "CPOST's console tables: each operator's summary and the final grid",
+  options: {
+    samples: { description: "`all`: also print every row before each summary, as the original without --metrics_dir" },
+    rows: { description: "`cpost`: only the CPU and Memory rows, as the original" },
+  },
+  create({ options, out }) {
+    const color = out.isTTY === true && !process.env.NO_COLOR;
+    const width = out.isTTY ? out.columns : undefined;
+    const paint: Paint = (padded, column, text) => {
+      if (!color || text === "") return padded;
+      // Bold the requests and totals; the sizing rows' notes on what they rest on stay plain.
+      const code = column === -1 && text.startsWith("(") ? "31" : column === 3 && /^\w+: /.test(text) ? "1" : "";
+      return code ? padded.replace(text, `\x1b[${code}m${text}\x1b[0m`) : padded;
+    };
+    const fits = (lines: string[]) => width === undefined || lines.every((l) => l.length <= width);
+    const done: Array<{ name: string; marker?: string; rows: Row[] }> = [];
+    let extras = defineExtras();
+    // `--table-samples all`: every row before the summary, as the original printed without --metrics_dir.
+    const sampleRows = options.samples === "all" ? defineSampleRows() : undefined;
+    const cpostRows = options.rows === "cpost";
 
-  return {
-    name: "table",
-    start() {},
-    operatorStart() {
-      extras = defineExtras();
-    },
-    write(batch) {
-      if (!cpostRows) extras.add(batch);
-      sampleRows?.add(batch);
-    },
-    operatorDone(result, summary) {
-      const rec = summary.recommendation;
-      const sized = cpostRows ? { cpu: [], memory: [] } : sizingRows(summary);
-      const rows: Row[] = [
-        ["CPU", `${f3(summary.cpuPercent.mean)} %`, `${f3(summary.cpuPercent.max)} %`, `cpu: ${rec.cpu}`],
-        ...sized.cpu,
-        ["Memory", `${f3(summary.memoryMb.mean)} MB`, `${f3(summary.memoryMb.max)} MB`, `memory: ${rec.memory}`],
-        ...sized.memory,
-        ...(cpostRows ? [] : extras.rows(summary)),
-      ];
-      extras = defineExtras();
-      if (result.status === "skipped") return;
-      if (sampleRows) {
-        const data = pretty(["timestamp", "cpu_percent", "memory"], sampleRows.take(), paint);
-        out.write(`${[centre(`Operator ${result.operator} Metrics Data`, 60, "_"), ...data].join("\n")}\n`);
-      }
-      done.push({ name: result.operator, marker: marker(result), rows });
-      const title = `Operator ${result.operator} Summary`;
-      const body = pretty(HEADERS, rows, paint);
-      const lines = fits(body) ? [centre(title, 60, "_"), ...body] : stacked(title, rows, width ?? 80);
-      out.write(`${lines.join("\n")}\n`);
-    },
-    end() {
-      const build = (split: (s: string) => string[]) =>
-        grid(["Operator", ...HEADERS], done.map((op) => [[...split(op.name), ...(op.marker ? split(op.marker) : [])], ...HEADERS.map((_, c) => op.rows.map((r) => r[c]!))]), paint);
-      let lines = build((s) => [s]);
-      if (!fits(lines) && width !== undefined) {
-        // Wrap long operator names into the room the other columns leave, else list operators one by one.
-        const nameWidth = Math.max("Operator".length + 2, ...done.map((op) => Math.max(op.name.length, op.marker?.length ?? 0)));
-        const room = width - (lines[0]!.length - nameWidth);
-        const wrapped = room >= 10 ? build((s) => chunks(s, room)) : [];
-        lines = wrapped.length > 0 && fits(wrapped) ? wrapped : done.flatMap((op) => stacked(`${op.name}${op.marker ? ` ${op.marker}` : ""}`, op.rows, width));
-      }
-      out.write(`${lines.join("\n")}\n`);
-    },
-  };
-};
-
-export default table satisfies SinkFactory;
+    return {
+      operatorStart() {
+        extras = defineExtras();
+      },
+      write(batch) {
+        if (!cpostRows) extras.add(batch);
+        sampleRows?.add(batch);
+      },
+      operatorDone(result, summary) {
+        const rec = summary.recommendation;
+        const sized = cpostRows ? { cpu: [], memory: [] } : sizingRows(summary);
+        const rows: Row[] = [
+          ["CPU", `${f3(summary.cpuPercent.mean)} %`, `${f3(summary.cpuPercent.max)} %`, `cpu: ${rec.cpu}`],
+          ...sized.cpu,
+          ["Memory", `${f3(summary.memoryMb.mean)} MB`, `${f3(summary.memoryMb.max)} MB`, `memory: ${rec.memory}`],
+          ...sized.memory,
+          ...(cpostRows ? [] : extras.rows(summary)),
+        ];
+        extras = defineExtras();
+        if (result.status === "skipped") return;
+        if (sampleRows) {
+          const data = pretty(["timestamp", "cpu_percent", "memory"], sampleRows.take(), paint);
+          out.write(`${[centre(`Operator ${result.operator} Metrics Data`, 60, "_"), ...data].join("\n")}\n`);
+        }
+        done.push({ name: result.operator, marker: marker(result), rows });
+        const title = `Operator ${result.operator} Summary`;
+        const body = pretty(HEADERS, rows, paint);
+        const lines = fits(body) ? [centre(title, 60, "_"), ...body] : stacked(title, rows, width ?? 80);
+        out.write(`${lines.join("\n")}\n`);
+      },
+      end() {
+        const build = (split: (s: string) => string[]) =>
+          grid(["Operator", ...HEADERS], done.map((op) => [[...split(op.name), ...(op.marker ? split(op.marker) : [])], ...HEADERS.map((_, c) => op.rows.map((r) => r[c]!))]), paint);
+        let lines = build((s) => [s]);
+        if (!fits(lines) && width !== undefined) {
+          // Wrap long operator names into the room the other columns leave, else list operators one by one.
+          const nameWidth = Math.max("Operator".length + 2, ...done.map((op) => Math.max(op.name.length, op.marker?.length ?? 0)));
+          const room = width - (lines[0]!.length - nameWidth);
+          const wrapped = room >= 10 ? build((s) => chunks(s, room)) : [];
+          lines = wrapped.length > 0 && fits(wrapped) ? wrapped : done.flatMap((op) => stacked(`${op.name}${op.marker ? ` ${op.marker}` : ""}`, op.rows, width));
+        }
+        out.write(`${lines.join("\n")}\n`);
+      },
+    };
+  },
+});

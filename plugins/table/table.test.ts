@@ -5,9 +5,11 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { replayInto } from "../../core/sinks/recording.ts";
-import table from "./index.ts";
+import { sinkFactory } from "../index.ts";
+import tableSink from "./index.ts";
 import { expected, loadFixtureRun } from "../../test/fixtures/runs/fixture-run.ts";
 
+const table = sinkFactory(tableSink);
 const ANSI = /\x1b\[[0-9;]*m/g;
 
 async function draw(fixture: string, terminal: { isTTY: boolean; columns?: number } = { isTTY: false }, options: Record<string, string> = {}): Promise<string> {

@@ -70,7 +70,7 @@ const setup = defineCommand({
       return 0;
     }
     // Every string flag goes through, so a secret given inline (--es-api-key) is refused, not ignored.
-    const options = Object.fromEntries(Object.entries(args).filter((e): e is [string, string] => typeof e[1] === "string"));
+    const options = Object.fromEntries(Object.entries(args).filter((e): e is [string, string] => typeof e[1] === "string" && e[0].startsWith("es-")).map(([k, v]) => [k.slice(3), v]));
     const conn = esConnection(options);
     conn.timeoutMs = optionMs(args["es-timeout"], 30_000, "es-timeout");
     process.stdout.write(`${await serverVersion(conn, Boolean(args.legacy))} at ${conn.url}\n`);
