@@ -6,12 +6,13 @@
  * conflicts and bad credentials give clear errors.
  */
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CpostError } from "../core/contracts/errors.ts";
 import type { MetricColumn, RunInfo, RunResult, SampleBatch, Sink } from "../core/contracts/types.ts";
 import elasticsearchSink from "../plugins/elasticsearch/index.ts";
+import { engineOf, setupRequests } from "../plugins/elasticsearch/setup.ts";
 import { templateRequests } from "../plugins/elasticsearch/templates.ts";
 import { sampleKey, spoolFiles, startEsServer, storedSamples, type EsServerOptions, type EsTestServer } from "./es-server.ts";
 import { cpostSource, until } from "./support.ts";
@@ -20,6 +21,7 @@ import { sinkFactory } from "../plugins/index.ts";
 const elasticsearch = sinkFactory(elasticsearchSink);
 
 const CONTAINER = "metrics-cpost.container-default";
+const ES8 = engineOf({ version: { number: "8.15.0", build_flavor: "default" } })!;
 const GPU = "metrics-cpost.gpu-default";
 const servers: EsTestServer[] = [];
 const dirs: string[] = [];
@@ -98,6 +100,11 @@ async function esSink(s: { url: string }, options: Record<string, string> = {}) 
   return { sink, out };
 }
 
+/** The line the sink says when it put cpost's templates on a cluster that had none (every fresh stand-in). */
+const PUT_TEMPLATES = /^elasticsearch: \S+ \S+ had no cpost templates: put them as `cpost es setup` does \([^)]*\)\n/m;
+/** What the sink said, less that line. */
+const said = (out: { text: string }) => out.text.replace(PUT_TEMPLATES, "");
+
 /** Drives the sink as the runner does. */
 async function feed(sink: Sink, run: RunInfo, batches: SampleBatch[], between?: (i: number) => Promise<void> | void): Promise<void> {
   await sink.start(run);
@@ -125,7 +132,7 @@ describe("documents", () => {
     const batches = [...series("reader", 600, { gpus: 2 }), ...series("segment", 300)];
     const { sink, out } = await esSink(s);
     await feed(sink, runInfo("run-docs", { site: "lab-3" }), batches);
-    expect(out.text).toBe("elasticsearch: 2100 sent, 0 spooled, 0 rejected\n");
+    expect(out.text).toBe("elasticsearch: Elasticsearch 8.15.0 had no cpost templates: put them as `cpost es setup` does (ILM policy cpost-metrics)\nelasticsearch: 2100 sent, 0 spooled, 0 rejected\n");
     expect(s.count(CONTAINER)).toBe(900);
     expect(s.count(GPU)).toBe(1200);
     expectExactlyOnce(s, batches);
@@ -181,7 +188,7 @@ describe("documents", () => {
     await feed(first.sink, runInfo("run-replay"), batches);
     const again = await esSink(s);
     await feed(again.sink, runInfo("run-replay"), batches);
-    expect(again.out.text).toBe("elasticsearch: 1000 sent, 0 spooled, 0 rejected\n"); // 409s: already there
+    expect(said(again.out)).toBe("elasticsearch: 1000 sent, 0 spooled, 0 rejected\n"); // 409s: already there
     expect(s.stats.conflicts).toBe(1000);
     expect(s.count()).toBe(1000);
   });
@@ -232,7 +239,7 @@ describe("delivery", () => {
     const { sink, out } = await esSink(s, { "es-batch-docs": "700", "es-retries": "8" });
     await feed(sink, runInfo("run-retry"), batches);
     expect(s.stats.faultsPlayed).toBe(6);
-    expect(out.text).toBe("elasticsearch: 3000 sent, 0 spooled, 0 rejected\n");
+    expect(said(out)).toBe("elasticsearch: 3000 sent, 0 spooled, 0 rejected\n");
     expectExactlyOnce(s, batches);
   });
 
@@ -242,7 +249,7 @@ describe("delivery", () => {
     const { sink, out } = await esSink(s);
     await feed(sink, runInfo("run-413"), batches);
     expect(s.requests.some((r) => r.status === 413)).toBe(true);
-    expect(out.text).toBe("elasticsearch: 1000 sent, 0 spooled, 0 rejected\n");
+    expect(said(out)).toBe("elasticsearch: 1000 sent, 0 spooled, 0 rejected\n");
     expectExactlyOnce(s, batches);
   });
 
@@ -254,7 +261,7 @@ describe("delivery", () => {
     await feed(sink, runInfo("run-ambiguous"), batches);
     expect(s.stats.faultsPlayed).toBe(3);
     expect(s.stats.conflicts).toBeGreaterThan(0); // the server had stored what the client could not know about
-    expect(out.text).toBe("elasticsearch: 4000 sent, 0 spooled, 0 rejected\n");
+    expect(said(out)).toBe("elasticsearch: 4000 sent, 0 spooled, 0 rejected\n");
     expectExactlyOnce(s, batches);
     expect(s.count(GPU)).toBe(2000);
   });
@@ -361,7 +368,7 @@ describe("errors", () => {
     s.indexTemplates.set("theirs", { index_patterns: ["metrics-cpost.container-*"], priority: 500, data_stream: {}, composed_of: ["theirs"] });
     const { sink, out } = await esSink(s);
     await feed(sink, runInfo("run-conflict"), series("reader", 300));
-    const lines = out.text.trim().split("\n");
+    const lines = said(out).trim().split("\n");
     expect(lines).toEqual([
       "elasticsearch: documents rejected: 400 document_parsing_exception: failed to parse field [container.cpu] of type [long] (the index mapping disagrees with cpost's documents: run `cpost es setup`, then roll the data stream over, or use another --es-namespace)",
       "elasticsearch: 1 sent, 0 spooled, 299 rejected", // the first sample has no CPU reading, so no container.cpu
@@ -384,11 +391,11 @@ describe("errors", () => {
     writeFileSync(join(dir, "key"), "cpost:good\n"); // id:key pairs are encoded by cpost
     const good = await esSink(s, { "es-api-key-file": join(dir, "key") });
     await feed(good.sink, runInfo("run-auth"), series("reader", 50));
-    expect(good.out.text).toBe("elasticsearch: 50 sent, 0 spooled, 0 rejected\n");
+    expect(said(good.out)).toBe("elasticsearch: 50 sent, 0 spooled, 0 rejected\n");
     writeFileSync(join(dir, "pw"), "right horse\n");
     const basic = await esSink(s, { "es-user": "cpost", "es-password-file": join(dir, "pw") });
     await feed(basic.sink, runInfo("run-basic"), series("writer", 50));
-    expect(basic.out.text).toBe("elasticsearch: 50 sent, 0 spooled, 0 rejected\n");
+    expect(said(basic.out)).toBe("elasticsearch: 50 sent, 0 spooled, 0 rejected\n");
     expect(s.requests.filter((r) => r.path === "/_bulk").every((r) => r.authorization)).toBe(true);
   });
 
@@ -416,7 +423,7 @@ describe("cpost es setup", () => {
     expect(s.indexTemplates.get("metrics-cpost.gpu")).toMatchObject({ index_patterns: ["metrics-cpost.gpu-*"], data_stream: {}, priority: 200 });
     const again = await cpostSource(["es", "setup", "--es-url", s.url]);
     expect(again.code).toBe(0);
-    expect(again.stdout.match(/unchanged/g)?.length).toBe(templateRequests(false).length);
+    expect(again.stdout.match(/unchanged/g)?.length).toBe(setupRequests(ES8, { legacy: false, force: false }).length);
 
     const { sink } = await esSink(s);
     await feed(sink, runInfo("run-mapped", { team: "imaging" }), series("reader", 30, { gpus: 1 }));
@@ -445,8 +452,10 @@ describe("cpost es setup", () => {
     expect(dry.code).toBe(0);
     expect(s.requests.length).toBe(before);
     const blocks = dry.stdout.trim().split("\n\n");
-    expect(blocks.map((b) => b.split("\n")[0])).toEqual(templateRequests(false).map((t) => `PUT /${t.kind === "component" ? "_component_template" : "_index_template"}/${encodeURIComponent(t.name)}`));
-    expect(JSON.parse(blocks[0]!.split("\n").slice(1).join("\n"))).toEqual(templateRequests(false)[0]!.body);
+    const sent = setupRequests(ES8, { legacy: false, force: false });
+    expect(blocks.map((b) => b.split("\n")[0])).toEqual(sent.map((r) => `PUT ${r.path}`));
+    expect(blocks[0]!.split("\n")[0]).toBe("PUT /_ilm/policy/cpost-metrics");
+    expect(JSON.parse(blocks[1]!.split("\n").slice(1).join("\n"))).toEqual(templateRequests(false, { ilm: true })[0]!.body);
   });
 
   test("a conflicting template and bad credentials are clear errors (exit 2)", async () => {
@@ -461,7 +470,123 @@ describe("cpost es setup", () => {
     const clash = await cpostSource(["es", "setup", "--es-url", s.url], { env: { CPOST_ES_USER: "elastic", CPOST_ES_PASSWORD: "changeme" } });
     expect(clash.code).toBe(2);
     expect(clash.stderr).toContain("refused index template metrics-cpost.container: HTTP 400 illegal_argument_exception: index template [metrics-cpost.container] has index patterns [metrics-cpost.container-*] matching patterns from existing templates [someone-elses]");
-    expect(clash.stderr).toContain("hint: another index template matches the same indices at the same priority");
+    expect(clash.stderr).toContain("hint: another template or policy matches the same indices at the same priority");
+  });
+});
+
+describe("engines and lifecycle", () => {
+  test("Elasticsearch: an ILM policy first, templates that name it, backing indices under it; --retention-days adds a delete phase", async () => {
+    const s = server();
+    const setup = await cpostSource(["es", "setup", "--es-url", s.url]);
+    expect(setup.stderr).toBe("");
+    expect(setup.code).toBe(0);
+    expect(setup.stdout.split("\n").slice(0, 2)).toEqual([`Elasticsearch 8.15.0 at ${s.url}`, "  lifecycle: ILM policy cpost-metrics: created"]);
+    const ilmPut = s.requests.findIndex((r) => r.method === "PUT" && r.path === "/_ilm/policy/cpost-metrics");
+    const firstTemplate = s.requests.findIndex((r) => r.method === "PUT" && r.path.startsWith("/_component_template/"));
+    expect(ilmPut).toBeGreaterThanOrEqual(0);
+    expect(ilmPut).toBeLessThan(firstTemplate); // a template must not name a policy that is not there yet
+    expect(s.policies.get("cpost-metrics")?.policy).toEqual({
+      _meta: { managed_by: "cpost", version: 2, description: "cpost metrics: roll over at 30 days or 50gb per primary shard, keep" },
+      phases: { hot: { min_age: "0ms", actions: { rollover: { max_age: "30d", max_primary_shard_size: "50gb" } } } },
+    });
+    expect(s.indexTemplates.get("metrics-cpost.container")?.composed_of).toEqual(["cpost-lifecycle@settings", "cpost-common@mappings", "cpost-container@mappings"]);
+    const { sink } = await esSink(s);
+    await feed(sink, runInfo("run-ilm"), series("reader", 20, { gpus: 1 }));
+    expect(s.settings(CONTAINER)?.["index.lifecycle.name"]).toBe("cpost-metrics");
+    expect(s.settings(GPU)?.["index.lifecycle.name"]).toBe("cpost-metrics");
+
+    const again = await cpostSource(["es", "setup", "--es-url", s.url]);
+    expect(again.stdout).toContain("  lifecycle: ILM policy cpost-metrics: unchanged (version 2)");
+    const retention = await cpostSource(["es", "setup", "--es-url", s.url, "--force", "--retention-days", "30"]);
+    expect(retention.code).toBe(0);
+    expect(retention.stdout).toContain("  lifecycle: ILM policy cpost-metrics: updated (version 2 -> 2)");
+    expect((s.policies.get("cpost-metrics")?.policy as Record<string, any>).phases.delete).toEqual({ min_age: "30d", actions: { delete: {} } });
+    const bad = await cpostSource(["es", "setup", "--es-url", s.url, "--retention-days", "soon"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--retention-days "soon" is not a whole number of days');
+
+    // A policy of that name that cpost did not make is the cluster owner's: left alone, and said.
+    s.policies.set("cpost-metrics", { version: 7, modified_date: "2025-01-01T00:00:00Z", policy: { phases: { hot: { actions: {} } } } });
+    const theirs = await cpostSource(["es", "setup", "--es-url", s.url, "--force"]);
+    expect(theirs.stdout).toContain("  lifecycle: ILM policy cpost-metrics: kept (there already, not made by cpost)");
+    expect(s.policies.get("cpost-metrics")?.version).toBe(7);
+  });
+
+  test("OpenSearch with the ISM plugin: an ISM policy that finds the data streams by name, no index.lifecycle setting; an update names the sequence numbers", async () => {
+    const s = server({ distribution: "opensearch", version: "2.19.2", lifecycle: true });
+    const setup = await cpostSource(["es", "setup", "--es-url", s.url]);
+    expect(setup.stderr).toBe("");
+    expect(setup.code).toBe(0);
+    expect(setup.stdout).toContain(`OpenSearch 2.19.2 at ${s.url}\n  lifecycle: ISM policy cpost-metrics: created\n`);
+    const stored = s.policies.get("cpost-metrics") as { policy: Record<string, any> };
+    expect(stored.policy.ism_template).toEqual([{ index_patterns: ["metrics-cpost.container-*", "metrics-cpost.gpu-*"], priority: 200 }]);
+    expect(stored.policy.states[0].actions).toEqual([{ rollover: { min_index_age: "30d", min_primary_shard_size: "50gb" } }]);
+    expect(s.componentTemplates.has("cpost-lifecycle@settings")).toBe(false);
+    expect(s.indexTemplates.get("metrics-cpost.container")?.composed_of).toEqual(["cpost-common@mappings", "cpost-container@mappings"]);
+
+    const again = await cpostSource(["es", "setup", "--es-url", s.url]);
+    expect(again.stdout).toContain("  lifecycle: ISM policy cpost-metrics: unchanged (version 2)");
+    // ISM only overwrites a policy when told which one (if_seq_no, if_primary_term); without them its answer is a 409.
+    const forced = await cpostSource(["es", "setup", "--es-url", s.url, "--force", "--retention-days", "14"]);
+    expect(forced.stderr).toBe("");
+    expect(forced.stdout).toContain("  lifecycle: ISM policy cpost-metrics: updated (version 2 -> 2)");
+    expect(s.requests.some((r) => r.method === "PUT" && r.path === "/_plugins/_ism/policies/cpost-metrics" && r.status === 200)).toBe(true);
+    const states = (s.policies.get("cpost-metrics") as { policy: { states: Array<Record<string, any>> } }).policy.states;
+    expect(states.map((st) => st.name)).toEqual(["hot", "delete"]);
+    expect(states[0]!.transitions).toEqual([{ state_name: "delete", conditions: { min_rollover_age: "14d" } }]);
+
+    // The stand-in plays the engine's own refusal of an ILM setting, which is why the templates carry none on OpenSearch.
+    const ilmSetting = await fetch(`${s.url}/_component_template/x`, { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ template: { settings: { "index.lifecycle.name": "p" } } }) });
+    expect(ilmSetting.status).toBe(400);
+    expect(await ilmSetting.text()).toContain("unknown setting [index.lifecycle.name]");
+  });
+
+  test("OpenSearch without the ISM plugin (the minimal engine): no policy, and setup says what to do instead", async () => {
+    const s = server({ distribution: "opensearch", version: "2.19.2" });
+    const setup = await cpostSource(["es", "setup", "--es-url", s.url]);
+    expect(setup.code).toBe(0);
+    expect(setup.stdout).toContain("  lifecycle: none: no index-management plugin (ISM) on this cluster: roll data streams over (POST <stream>/_rollover) and delete old backing indices yourself");
+    expect(setup.stdout).toContain("  index template metrics-cpost.container: created");
+    expect(s.policies.size).toBe(0);
+    const dry = await cpostSource(["es", "setup", "--dry-run", "--engine", "opensearch"]);
+    expect(dry.stdout.split("\n")[0]).toBe("PUT /_plugins/_ism/policies/cpost-metrics");
+    expect(dry.stdout).not.toContain("index.lifecycle");
+  });
+
+  test("a sink that finds no templates on OpenSearch and may not put them holds its documents in the spool (no plain index is made); after es setup they arrive", async () => {
+    const options: EsServerOptions = { distribution: "opensearch", version: "2.19.2", denyTemplates: true };
+    const s = server(options);
+    const spool = tempDir();
+    const batches = series("reader", 300);
+    const held = await esSink(s, { "es-spool-dir": spool });
+    await feed(held.sink, runInfo("run-held"), batches);
+    expect(held.out.text).toContain("elasticsearch: OpenSearch 2.19.2 has no cpost templates and cpost could not put them (elasticsearch at");
+    expect(held.out.text).toContain("denied the credentials the right to put component template cpost-common@mappings (HTTP 403 security_exception: no permissions for [cluster:admin/component_template/put]");
+    expect(held.out.text).toContain("run `cpost es setup`, and the next run sends them");
+    expect(held.out.text).toMatch(/^elasticsearch: 0 sent, 300 spooled in /m);
+    expect(s.stats.bulkRequests).toBe(0);
+    expect(s.indices()).toEqual([]);
+
+    // An administrator runs es setup (credentials that may put templates); the next run sends what waited.
+    options.denyTemplates = false;
+    expect((await cpostSource(["es", "setup", "--es-url", s.url])).code).toBe(0);
+    const next = await esSink(s, { "es-spool-dir": spool });
+    await feed(next.sink, runInfo("run-after-setup"), []);
+    expect(next.out.text).toBe("elasticsearch: 300 documents from earlier runs wait in " + join(spool, readdirSync(spool)[0]!) + "; sending them in the background\nelasticsearch: 300 sent (300 from the spool), 0 spooled, 0 rejected\n");
+    expectExactlyOnce(s, batches);
+    expect(s.fieldType(CONTAINER, "metrics.cpu.percent")).toBe("float");
+  });
+
+  test("a sink that finds no templates on Elasticsearch and may not put them sends into the built-in metrics data streams, and says so", async () => {
+    const s = server({ denyTemplates: true });
+    const batches = series("reader", 200);
+    const { sink, out } = await esSink(s);
+    await feed(sink, runInfo("run-builtin"), batches);
+    expect(out.text).toContain("elasticsearch: no cpost templates on Elasticsearch 8.15.0 and cpost could not put them (");
+    expect(out.text).toContain("documents go to the built-in metrics-*-* data streams with guessed field types: run `cpost es setup`");
+    expect(out.text).toContain("elasticsearch: 200 sent, 0 spooled, 0 rejected");
+    expectExactlyOnce(s, batches);
+    expect(s.fieldType(CONTAINER, "cpost.operator")).toBe("keyword"); // the built-in template's strings_as_keyword
   });
 });
 
@@ -475,7 +600,7 @@ describe("https", () => {
     const s = server({ tls: { cert: await Bun.file(join(dir, "cert.pem")).text(), key: await Bun.file(join(dir, "key.pem")).text() } });
     const trusted = await esSink(s, { "es-ca": join(dir, "cert.pem") });
     await feed(trusted.sink, runInfo("run-tls"), series("reader", 40));
-    expect(trusted.out.text).toBe("elasticsearch: 40 sent, 0 spooled, 0 rejected\n");
+    expect(said(trusted.out)).toBe("elasticsearch: 40 sent, 0 spooled, 0 rejected\n");
     const untrusted = await esSink(s, { "es-retries": "0" });
     await feed(untrusted.sink, runInfo("run-tls-2"), series("writer", 40));
     expect(untrusted.out.text).toMatch(/not answering \(.*(CERT|SELF_SIGNED|certificate).*\)/i);

@@ -3,7 +3,11 @@
  * It speaks the public REST API cpost uses, as Elasticsearch 8.x / 7.x or
  * OpenSearch answer it: `GET /`, `POST /_bulk` (NDJSON framing, content
  * type, auth, op types, data streams, `_id` conflicts, dynamic and template
- * mappings with their conflicts), component and composable index templates.
+ * mappings with their conflicts), component and composable index templates,
+ * and the lifecycle APIs: ILM policies (`/_ilm/policy`) on Elasticsearch,
+ * ISM policies (`/_plugins/_ism/policies`, with the sequence numbers an
+ * update must name) on OpenSearch when told its plugin is installed, and
+ * OpenSearch's refusal of `index.lifecycle.*` settings.
  * It stores what it accepted so a test can count every document, and can be
  * told to answer 429s, per-item errors, 500s, slow answers or to drop the
  * connection. Bun.serve on 127.0.0.1, random port.
@@ -24,6 +28,10 @@ export interface EsServerOptions {
   keepSources?: boolean;
   /** Larger request bodies get 413, as with Elasticsearch's http.max_content_length (or a proxy's limit). */
   maxContentLength?: number;
+  /** The lifecycle tool is there: ILM on Elasticsearch (default true), the ISM plugin on OpenSearch (default false, as the minimal engine). */
+  lifecycle?: boolean;
+  /** The credentials may write documents but not templates or policies: those PUTs get the security plugin's 403. */
+  denyTemplates?: boolean;
 }
 
 /** Misbehaviour to play on the next `_bulk` requests (`times` requests, default 1). */
@@ -44,6 +52,8 @@ interface IndexState {
   dynamicTemplates: Array<{ pathMatch?: RegExp; mappingType?: string; type: string }>;
   docs: Map<string, Json | true>;
   seq: number;
+  /** Flat index settings from the templates (`index.lifecycle.name` …). */
+  settings: Record<string, unknown>;
 }
 
 /** Counters a test reads to prove exactly-once delivery. */
@@ -67,6 +77,10 @@ export interface EsTestServer {
   readonly protocolErrors: string[];
   readonly componentTemplates: Map<string, Json>;
   readonly indexTemplates: Map<string, Json>;
+  /** ILM policies (Elasticsearch) or ISM policies (OpenSearch) by name, as stored. */
+  readonly policies: Map<string, Json>;
+  /** The flat settings an index (or data stream's write index) was made with. */
+  settings(index: string): Record<string, unknown> | undefined;
   /** Stored documents of an index or data stream (sources; `true` in ids-only mode), by `_id`. */
   docs(index: string): Map<string, Json | true>;
   /** Documents stored, in one index or all. */
@@ -100,9 +114,15 @@ export function startEsServer(options: EsServerOptions = {}): EsTestServer {
   const indices = new Map<string, IndexState>();
   const componentTemplates = new Map<string, Json>();
   // Elasticsearch 8 ships this one (priority 100): `metrics-*-*` become data streams even without cpost's templates.
-  const indexTemplates = new Map<string, Json>([
-    ["metrics", { index_patterns: ["metrics-*-*"], priority: 100, data_stream: {}, composed_of: [], template: { mappings: { properties: { "@timestamp": { type: "date" } } } } }],
-  ]);
+  // Elasticsearch 7.9+ ships this one (priority 100); OpenSearch has no built-in templates.
+  const builtIn: Json = {
+    index_patterns: ["metrics-*-*"], priority: 100, data_stream: {}, composed_of: [],
+    template: { mappings: { dynamic_templates: [{ strings_as_keyword: { match_mapping_type: "string", mapping: { type: "keyword", ignore_above: 1024 } } }], properties: { "@timestamp": { type: "date" } } } },
+  };
+  const indexTemplates = new Map<string, Json>(distribution === "elasticsearch" ? [["metrics", builtIn]] : []);
+  const lifecycle = options.lifecycle ?? distribution === "elasticsearch";
+  const policies = new Map<string, Json>();
+  let policySeq = 0;
   const faults: Array<Fault & { left: number }> = [];
   const stats: EsServerStats = { bulkRequests: 0, itemsReceived: 0, created: 0, conflicts: 0, rejected: 0, faultsPlayed: 0 };
   const requests: EsTestServer["requests"] = [];
@@ -140,10 +160,11 @@ export function startEsServer(options: EsServerOptions = {}): EsTestServer {
     const existing = indices.get(name);
     if (existing) return existing;
     const template = templateFor(name);
-    const state: IndexState = { name, backing: name, dataStream: false, mapping: new Map(), dynamicTemplates: [], docs: new Map(), seq: 0 };
+    const state: IndexState = { name, backing: name, dataStream: false, mapping: new Map(), dynamicTemplates: [], docs: new Map(), seq: 0, settings: {} };
     if (template) {
       const parts = [...((template.composed_of as string[]) ?? []).map((c) => (componentTemplates.get(c)?.template ?? {}) as Json), (template.template ?? {}) as Json];
       for (const part of parts) {
+        Object.assign(state.settings, flatSettings((part.settings ?? {}) as Json));
         const mappings = (part.mappings ?? {}) as { properties?: Json; dynamic_templates?: Array<Record<string, Json>> };
         flatten(mappings.properties ?? {}, "", state.mapping);
         for (const entry of mappings.dynamic_templates ?? []) {
@@ -186,7 +207,8 @@ export function startEsServer(options: EsServerOptions = {}): EsTestServer {
         const mappingType = typeof value === "number" ? (Number.isInteger(value) ? "long" : "double") : typeof value === "boolean" ? "boolean" : "string";
         const rule = state.dynamicTemplates.find((r) => (!r.pathMatch || r.pathMatch.test(path)) && (!r.mappingType || r.mappingType === "*" || r.mappingType === mappingType));
         const dateLike = typeof value === "string" && /^\d{4}-\d\d-\d\dT/.test(value) && !Number.isNaN(Date.parse(value));
-        added.set(path, rule?.type ?? (mappingType === "double" ? "float" : mappingType === "string" ? (dateLike ? "date" : "keyword") : mappingType));
+        // Without a rule, a string is `text` (with a `keyword` sub-field), as both engines map it.
+        added.set(path, rule?.type ?? (mappingType === "double" ? "float" : mappingType === "string" ? (dateLike ? "date" : "text") : mappingType));
         return undefined;
       }
       const numeric = typeof value === "number" || (typeof value === "string" && value.trim() !== "" && !Number.isNaN(Number(value)));
@@ -339,6 +361,53 @@ export function startEsServer(options: EsServerOptions = {}): EsTestServer {
     return { status: 200, body: { acknowledged: true } };
   }
 
+  /** ILM: PUT creates or replaces (no sequence numbers), GET answers `{name: {version, modified_date, policy, in_use_by}}`. */
+  function putIlmPolicy(name: string, body: Json): { status: number; body: Json } {
+    const policy = body.policy as { phases?: Json } | undefined;
+    if (!policy || typeof policy.phases !== "object" || policy.phases === null) {
+      return { status: 400, body: esError(400, "x_content_parse_exception", "[1:2] [put_lifecycle_request] failed to parse field [policy]", { caused_by: { type: "illegal_argument_exception", reason: "required [phases]" } }) };
+    }
+    const phase = Object.keys(policy.phases).find((p) => !["hot", "warm", "cold", "frozen", "delete"].includes(p));
+    if (phase) return { status: 400, body: esError(400, "illegal_argument_exception", `Timeseries lifecycle does not support phase [${phase}]`) };
+    const before = policies.get(name);
+    policies.set(name, { version: ((before?.version as number | undefined) ?? 0) + 1, modified_date: new Date().toISOString(), policy });
+    return { status: 200, body: { acknowledged: true } };
+  }
+
+  function getIlmPolicy(name: string): { status: number; body: Json } {
+    const stored = policies.get(name);
+    if (!stored) return { status: 404, body: esError(404, "resource_not_found_exception", `Lifecycle policy not found: ${name}`) };
+    return { status: 200, body: { [name]: { ...stored, in_use_by: { indices: [], data_streams: [], composable_templates: [] } } } };
+  }
+
+  /** ISM: a PUT without `if_seq_no`/`if_primary_term` only creates (409 when the policy is there), as the plugin indexes it with op_type create. */
+  function putIsmPolicy(id: string, body: Json, query: URLSearchParams): { status: number; body: Json } {
+    const policy = body.policy as { default_state?: string; states?: Array<{ name?: string }>; ism_template?: unknown } | undefined;
+    if (!policy || !Array.isArray(policy.states) || typeof policy.default_state !== "string") {
+      return { status: 400, body: esError(400, "illegal_argument_exception", "Invalid policy: default_state and states are required") };
+    }
+    if (!policy.states.some((st) => st.name === policy.default_state)) {
+      return { status: 400, body: esError(400, "illegal_argument_exception", `Policy default state [${policy.default_state}] does not exist`) };
+    }
+    const before = policies.get(id) as { _seq_no: number; _primary_term: number; _version: number } | undefined;
+    const seqNo = query.get("if_seq_no");
+    const term = query.get("if_primary_term");
+    if (seqNo === null || term === null) {
+      if (before) return { status: 409, body: esError(409, "version_conflict_engine_exception", `[${id}]: version conflict, document already exists (current version [${before._version}])`, { index: ".opendistro-ism-config", shard: "0" }) };
+    } else if (!before || Number(seqNo) !== before._seq_no || Number(term) !== before._primary_term) {
+      return { status: 409, body: esError(409, "version_conflict_engine_exception", `[${id}]: version conflict, required seqNo [${seqNo}], primary term [${term}]. ${before ? `current document has seqNo [${before._seq_no}] and primary term [${before._primary_term}]` : "but no document was found"}`) };
+    }
+    const stored = { _id: id, _version: (before?._version ?? 0) + 1, _seq_no: policySeq++, _primary_term: 1, policy: { policy_id: id, last_updated_time: Date.now(), schema_version: 21, error_notification: null, ...policy } };
+    policies.set(id, stored);
+    return { status: before ? 200 : 201, body: { _id: id, _version: stored._version, _primary_term: 1, _seq_no: stored._seq_no, policy: { policy: stored.policy } } };
+  }
+
+  function getIsmPolicy(id: string): { status: number; body: Json } {
+    const stored = policies.get(id);
+    if (!stored) return { status: 404, body: esError(404, "status_exception", "Policy not found") };
+    return { status: 200, body: stored };
+  }
+
   function putComponentTemplate(name: string, body: Json): { status: number; body: Json } {
     const template = body.template as { mappings?: { properties?: Json } } | undefined;
     if (!template || typeof template !== "object") return { status: 400, body: esError(400, "action_request_validation_exception", "Validation Failed: 1: template is missing;") };
@@ -346,6 +415,10 @@ export function startEsServer(options: EsServerOptions = {}): EsTestServer {
     flatten(template.mappings?.properties ?? {}, "", fields);
     for (const [path, type] of fields) {
       if (!KNOWN_TYPES.has(type)) return { status: 400, body: esError(400, "mapper_parsing_exception", `No handler for type [${type}] declared on field [${path}]`) };
+    }
+    const unknown = Object.keys(flatSettings(((template as Json).settings ?? {}) as Json)).find((k) => k.startsWith("index.lifecycle.") && !(distribution === "elasticsearch" && lifecycle));
+    if (unknown) {
+      return { status: 400, body: esError(400, "illegal_argument_exception", `unknown setting [${unknown}] please check that any required plugins are installed, or check the breaking changes documentation for removed settings`) };
     }
     componentTemplates.set(name, body);
     return { status: 200, body: { acknowledged: true } };
@@ -401,6 +474,14 @@ export function startEsServer(options: EsServerOptions = {}): EsTestServer {
       if (fault?.kind === "slow") await Bun.sleep(fault.ms);
       return json(result.status, result.body);
     }
+    if (options.denyTemplates && req.method === "PUT" && ["_component_template", "_index_template", "_ilm", "_plugins"].includes(segments[0] ?? "")) {
+      // The wording of each engine's security layer (x-pack security; the OpenSearch security plugin).
+      const action = segments[0] === "_component_template" ? "cluster:admin/component_template/put" : segments[0] === "_index_template" ? "indices:admin/index_template/put" : segments[0] === "_ilm" ? "cluster:admin/ilm/put" : "cluster:admin/opendistro/ism/policy/write";
+      const reason = distribution === "opensearch"
+        ? `no permissions for [${action}] and User [name=cpost, backend_roles=[], requestedTenant=null]`
+        : `action [${action}] is unauthorized for user [cpost] with effective roles [cpost_writer], this action is granted by the cluster privileges [manage_index_templates,manage,all]`;
+      return json(403, esError(403, "security_exception", reason));
+    }
     const body = req.method === "PUT" ? ((await req.json().catch(() => undefined)) as Json | undefined) : undefined;
     if (req.method === "PUT" && body === undefined) return json(400, esError(400, "parse_exception", "request body is required"));
     if (segments[0] === "_component_template" && segments[1]) {
@@ -414,6 +495,12 @@ export function startEsServer(options: EsServerOptions = {}): EsTestServer {
       const t = indexTemplates.get(segments[1]);
       return t ? json(200, { index_templates: [{ name: segments[1], index_template: t }] })
         : json(404, esError(404, "resource_not_found_exception", `index template matching [${segments[1]}] not found`));
+    }
+    if (lifecycle && distribution === "elasticsearch" && segments[0] === "_ilm" && segments[1] === "policy" && segments[2] && (req.method === "GET" || req.method === "PUT")) {
+      return respond(req.method === "PUT" ? putIlmPolicy(segments[2], body!) : getIlmPolicy(segments[2]));
+    }
+    if (lifecycle && distribution === "opensearch" && segments[0] === "_plugins" && segments[1] === "_ism" && segments[2] === "policies" && segments[3] && (req.method === "GET" || req.method === "PUT")) {
+      return respond(req.method === "PUT" ? putIsmPolicy(segments[3], body!, url.searchParams) : getIsmPolicy(segments[3]));
     }
     return json(400, { error: `no handler found for uri [${path}] and method [${req.method}]` });
 
@@ -434,6 +521,8 @@ export function startEsServer(options: EsServerOptions = {}): EsTestServer {
     protocolErrors,
     componentTemplates,
     indexTemplates,
+    policies,
+    settings: (index) => indices.get(index)?.settings,
     docs: (index) => indices.get(index)?.docs ?? new Map(),
     count: (index) => (index === undefined ? [...indices.values()].reduce((n, s) => n + s.docs.size, 0) : indices.get(index)?.docs.size ?? 0),
     indices: () => [...indices.values()].filter((s) => s.docs.size > 0).map((s) => s.name),
@@ -457,6 +546,16 @@ export function startEsServer(options: EsServerOptions = {}): EsTestServer {
 if (import.meta.main) {
   const server = startEsServer({ keepSources: !process.argv.includes("--ids-only") });
   process.stdout.write(`${JSON.stringify({ url: server.url })}\n`);
+}
+
+/** `{index: {lifecycle: {name: x}}}` or `{"index.lifecycle.name": x}` -> `{"index.lifecycle.name": x}`, as the engines read settings. */
+function flatSettings(settings: Json, prefix = ""): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(settings)) {
+    if (value !== null && typeof value === "object" && !Array.isArray(value)) Object.assign(out, flatSettings(value as Json, `${prefix}${key}.`));
+    else out[`${prefix}${key}`] = value;
+  }
+  return out;
 }
 
 /** A stored container document's sample identity: container, `@timestamp` and the run's monotonic ms. */

@@ -168,7 +168,10 @@ openSearchTest("cpost es setup: the real engine takes every template, and a seco
   expect(first.stderr).toBe("");
   expect(first.code).toBe(0);
   expect(first.stdout).toContain("OpenSearch 2.19.2 at");
+  // The minimal engine has no index-management plugin: no ISM policy, and setup says so (GET /_plugins/_ism/… has no handler here).
+  expect(first.stdout).toContain("  lifecycle: none: no index-management plugin (ISM) on this cluster");
   expect(first.stdout).toContain("index template metrics-cpost.container: created");
+  expect(first.stdout).not.toContain("cpost-lifecycle@settings"); // OpenSearch refuses index.lifecycle.* settings
   const again = await cpostSource(["es", "setup", "--es-url", node.url]);
   expect(again.code).toBe(0);
   expect(again.stdout).not.toContain("created");
@@ -294,12 +297,33 @@ openSearchTest("duplicates: a resend is a 409 in the same backing index, a secon
   expect(ids.aggregations.ids.value).toBe(2);
 });
 
+openSearchTest("a sink that finds no cpost templates puts them: a data stream with the template's types, not a plain index with guessed ones", async () => {
+  // As on a cluster where nobody ran es setup: OpenSearch has no built-in template for metrics-*-*.
+  // (An index template in use by data streams cannot be deleted: the earlier tests' streams go first.)
+  await ok("DELETE", "/_data_stream/metrics-cpost.*");
+  for (const name of ["metrics-cpost.container", "metrics-cpost.gpu"]) expect([200, 404]).toContain((await os("DELETE", `/_index_template/${name}`)).status);
+  const stream = "metrics-cpost.container-auto";
+  expect((await os("GET", `/_index_template/metrics-cpost.container`)).status).toBe(404);
+  const out = { text: "", write(t: string) { out.text += t; return true; } };
+  const sink = await elasticsearch({ out, options: { "es-url": node.url, "es-namespace": "auto", "es-spool-dir": scratch(), "es-flush": "30ms" } });
+  const batch = gpuBatch(50);
+  await sink.start(gpuRun);
+  sink.write(batch);
+  await sink.end(RESULT);
+  expect(out.text).toBe("elasticsearch: OpenSearch 2.19.2 had no cpost templates: put them as `cpost es setup` does (no lifecycle policy)\nelasticsearch: 150 sent, 0 spooled, 0 rejected\n");
+  const streams = (await ok("GET", `/_data_stream/${stream}`)).data_streams as Array<{ name: string; indices: unknown[] }>;
+  expect(streams.map((d) => d.name)).toEqual([stream]);
+  expect(await fieldTypes(stream)).toMatchObject({ "metrics.cpu.percent": "float", "cpost.operator": "keyword", "host.name": "keyword" });
+  await ok("POST", `/${stream}/_refresh`);
+  expect((await ok("GET", `/${stream}/_count`)).count).toBe(50);
+});
+
 const column = (name: string, unit: MetricColumn["unit"], device?: number): MetricColumn => ({
   name, unit, kind: "gauge", device, key: device === undefined ? name : `${name}[${device}]`, collector: device === undefined ? "cgroup" : "nvml",
 });
 
-openSearchTest("GPU documents, monitor labels and a plugin's unknown metrics: the real engine maps them as the templates say", async () => {
-  expect((await cpostSource(["es", "setup", "--es-url", node.url])).code).toBe(0);
+/** A batch of `rows` samples with 2 GPUs, monitor labels and a plugin's unknown metrics. */
+function gpuBatch(rows: number): SampleBatch {
   const columns = [
     column("cpu.percent", "percent"), column("memory.usage_bytes", "bytes"), column("memory.limit_bytes", "bytes"),
     // A plugin's metric whose first reading is a whole number, and a name that is both a leaf and a prefix.
@@ -307,24 +331,32 @@ openSearchTest("GPU documents, monitor labels and a plugin's unknown metrics: th
     column("gpu.utilization_pct", "percent", 0), column("gpu.memory_used_bytes", "bytes", 0), column("gpu.power_w", "watts", 0),
     column("gpu.utilization_pct", "percent", 1), column("gpu.memory_used_bytes", "bytes", 1), column("gpu.power_w", "watts", 1),
   ];
-  const rows = 200;
   const values = new Float64Array(rows * columns.length);
   for (let r = 0; r < rows; r++) values.set([r % 150, 5e7 + r, 8e9, r === 0 ? 0 : r + 0.5, r * 2, r % 100, 1e9 + r, 70.5, 50, 2e9, 80.25], r * columns.length);
-  const batch: SampleBatch = {
+  return {
     operator: "infer", containerId: "f".repeat(64), columns, rows, values,
     timestampMs: Float64Array.from({ length: rows }, (_, r) => 1_732_400_000_000.25 + r * 10),
     monotonicMs: Float64Array.from({ length: rows }, (_, r) => r * 10),
   };
-  const run: RunInfo = {
-    id: "run-gpu", pipeline: { file: "p.yaml", apiVersion: "0.4.0", name: "gpu", operators: [], order: [] },
-    host: { hostname: "gpu-host-1", cpus: 2, memoryBytes: 8e9, kernel: "6.1.0", arch: "x64", cgroupVersion: 1, engine: "docker", engineVersion: "20.10.24" },
-    collectors: ["cgroup", "nvml"], sinks: ["elasticsearch"], intervalMs: 10, startedAtMs: 1_732_400_000_000, cpostVersion: "0.0.0-test", labels: { site: "lab-3" },
-  };
+}
+
+const gpuRun: RunInfo = {
+  id: "run-gpu", pipeline: { file: "p.yaml", apiVersion: "0.4.0", name: "gpu", operators: [], order: [] },
+  host: { hostname: "gpu-host-1", cpus: 2, memoryBytes: 8e9, kernel: "6.1.0", arch: "x64", cgroupVersion: 1, engine: "docker", engineVersion: "20.10.24" },
+  collectors: ["cgroup", "nvml"], sinks: ["elasticsearch"], intervalMs: 10, startedAtMs: 1_732_400_000_000, cpostVersion: "0.0.0-test", labels: { site: "lab-3" },
+};
+const RESULT = { results: [], summaries: [], endedAtMs: 0, interval: { target: 10, p50: 10, p99: 11, samples: 0 }, interrupted: false } as RunResult;
+
+openSearchTest("GPU documents, monitor labels and a plugin's unknown metrics: the real engine maps them as the templates say", async () => {
+  expect((await cpostSource(["es", "setup", "--es-url", node.url])).code).toBe(0);
+  const rows = 200;
+  const batch = gpuBatch(rows);
+  const run = gpuRun;
   const out = { text: "", write(t: string) { out.text += t; return true; } };
   const sink = await elasticsearch({ out, options: { "es-url": node.url, "es-namespace": "gpu", "es-spool-dir": scratch(), "es-flush": "30ms" } });
   await sink.start(run);
   sink.write(batch);
-  await sink.end({ results: [], summaries: [], endedAtMs: 0, interval: { target: 10, p50: 10, p99: 11, samples: 0 }, interrupted: false } as RunResult);
+  await sink.end(RESULT);
   expect(out.text).toBe(`elasticsearch: ${rows * 3} sent, 0 spooled, 0 rejected\n`);
   await ok("POST", "/metrics-cpost.*-gpu/_refresh");
   expect((await ok("GET", "/metrics-cpost.container-gpu/_count")).count).toBe(rows);

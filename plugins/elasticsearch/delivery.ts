@@ -19,6 +19,12 @@ export interface DeliveryOptions {
   flushMs: number;
   concurrency: number;
   say(key: string, line: string): void;
+  /**
+   * Runs before the first `_bulk` (once it says "ready"): the sink's check that the cluster has
+   * cpost's templates. `later`: the cluster did not answer (why), ask again before the next
+   * send; "hold": never send in this run (everything goes to the spool, for a later run).
+   */
+  prepare?(): Promise<"ready" | "hold" | { later: string }>;
 }
 
 /** Documents by fate, for the end-of-run line. */
@@ -82,7 +88,26 @@ export function defineDelivery(o: DeliveryOptions) {
     if (!down) downFor = 0;
   }
 
+  let preparing: ReturnType<NonNullable<DeliveryOptions["prepare"]>> | undefined;
+  /** True once `prepare` said ready; one check at a time however many sends wait for it. */
+  async function prepared(): Promise<boolean> {
+    if (!o.prepare) return true;
+    preparing ??= o.prepare();
+    const state = await preparing;
+    if (state === "ready") return true;
+    if (state === "hold") {
+      refused = true;
+      down = true;
+      probeAt = Infinity;
+    } else {
+      preparing = undefined;
+      unreachable(state.later);
+    }
+    return false;
+  }
+
   async function send(items: string[], viaSpool: boolean): Promise<string[]> {
+    if (!(await prepared())) return items;
     const policy = { ...o.retry, retries: down ? 0 : o.retry.retries, deadline: closing ? deadline : undefined, signal: abort.signal };
     try {
       const outcome = await bulk(o.conn, items, policy);

@@ -13,10 +13,12 @@ import { parseDuration, parseSize } from "../../core/contracts/units.ts";
 import { CpostError } from "../../core/contracts/errors.ts";
 import { defineSink } from "../../core/contracts/plugin-sdk.ts";
 import type { RunInfo, SampleBatch } from "../../core/contracts/types.ts";
-import { checkAuth, esConnection, esRequest } from "./client.ts";
+import { checkAuth, errorReason, esConnection, esRequest } from "./client.ts";
 import { defineDelivery } from "./delivery.ts";
 import { defineEncoder, type DocumentEncoder } from "./documents.ts";
+import { engineOf, setupCluster, templatesPresent, type Engine } from "./setup.ts";
 import { openSpool } from "./spool.ts";
+import { LIFECYCLE_POLICY } from "./templates.ts";
 
 /** A duration option (`10s`, `500ms`, `2m`, bare ms), or its default. */
 export function optionMs(text: string | undefined, fallbackMs: number, option: string): number {
@@ -80,6 +82,44 @@ function createElasticsearchSink(options: Record<string, string | undefined> & R
   const spool = openSpool(join(options["spool-dir"] ?? join(cache, "cpost", "es-spool"), cluster), size("spool-max"));
   const print = (line: string) => out.write(`${line}\n`);
   const said = new Set<string>();
+  const legacy = flag(options.legacy);
+  let engine: Engine | undefined;
+
+  /**
+   * Before the first document: cpost's templates must be there. Without them Elasticsearch's
+   * built-in `metrics-*-*` template makes the data streams with guessed field types, and
+   * OpenSearch (which has none) makes plain indices whose text fields then block the data
+   * streams for good. So the sink puts them as `cpost es setup` does; where it may not, it
+   * sends anyway on Elasticsearch and holds the documents in the spool on OpenSearch.
+   */
+  async function prepare(): Promise<"ready" | "hold" | { later: string }> {
+    const quick = { ...conn, timeoutMs: Math.min(conn.timeoutMs, 5000) };
+    if (!engine) {
+      const answer = await esRequest(quick, "GET", "/");
+      if (answer.unreachable !== undefined) return { later: answer.unreachable };
+      engine = engineOf(answer.body);
+    }
+    const present = await templatesPresent(quick, legacy);
+    if (present === true) return "ready";
+    if (present !== false && present.unreachable !== undefined) return { later: present.unreachable };
+    const label = engine?.label ?? "the cluster";
+    try {
+      if (present !== false) throw new Error(`cannot check for them (HTTP ${present.status} ${errorReason(present.body)})`);
+      const report = await setupCluster(quick, { legacy, force: false }, engine);
+      const lifecycle = report.lifecycle.kind === "none" ? "no lifecycle policy" : `${report.lifecycle.kind.toUpperCase()} policy ${LIFECYCLE_POLICY}`;
+      print(`elasticsearch: ${label} had no cpost templates: put them as \`cpost es setup\` does (${lifecycle})`);
+      return "ready";
+    } catch (error) {
+      const reason = (error as Error).message;
+      if (engine?.kind === "opensearch" && !legacy) {
+        print(`elasticsearch: ${label} has no cpost templates and cpost could not put them (${reason}); documents wait in the spool ${spool.dir}, since without them OpenSearch would make plain indices that block the data streams: run \`cpost es setup\`, and the next run sends them`);
+        return "hold";
+      }
+      print(`elasticsearch: no cpost templates on ${label} and cpost could not put them (${reason}); documents go to ${legacy ? "plain indices" : "the built-in metrics-*-* data streams"} with guessed field types: run \`cpost es setup\``);
+      return "ready";
+    }
+  }
+
   const delivery = defineDelivery({
     conn,
     spool,
@@ -89,6 +129,7 @@ function createElasticsearchSink(options: Record<string, string | undefined> & R
     flushMs: duration("flush"),
     concurrency: parseCount(options.concurrency, "es-concurrency", 1),
     say: (key, line) => said.has(key) || (said.add(key), print(`elasticsearch: ${line}`)),
+    prepare,
   });
   let encoder: DocumentEncoder | undefined;
 
@@ -99,6 +140,7 @@ function createElasticsearchSink(options: Record<string, string | undefined> & R
       if (waiting.docs > 0) print(`elasticsearch: ${waiting.docs} documents from earlier runs wait in ${spool.dir}; sending them in the background`);
       // A short look first: bad credentials should stop the run's use of this sink now, not after the run.
       const answer = await esRequest({ ...conn, timeoutMs: Math.min(conn.timeoutMs, 2000) }, "GET", "/");
+      engine = engineOf(answer.body);
       delivery.start(answer.unreachable);
       try {
         checkAuth(conn, answer, "read cluster info");

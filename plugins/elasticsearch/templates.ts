@@ -4,8 +4,11 @@
  * Plain data: no I/O here. Field names match plugins/elasticsearch/documents.ts.
  */
 
-/** Bumped whenever a template below changes; `es setup` leaves templates of this version alone. */
-export const TEMPLATE_VERSION = 1;
+/** Bumped whenever a template or the lifecycle policy changes; `es setup` leaves those of this version alone. 2: ILM settings on Elasticsearch. */
+export const TEMPLATE_VERSION = 2;
+
+/** The ILM (Elasticsearch) or ISM (OpenSearch) policy `es setup` puts for the data streams (plugins/elasticsearch/setup.ts). */
+export const LIFECYCLE_POLICY = "cpost-metrics";
 
 /** Above the built-in `metrics-*-*` template (priority 100), which would otherwise win. */
 const PRIORITY = 200;
@@ -107,8 +110,12 @@ export interface TemplateRequest {
   body: Mapping;
 }
 
-/** The templates for data streams (default) or for the legacy `cpumetrics` / `gpumetrics` indices. */
-export function templateRequests(legacy: boolean): TemplateRequest[] {
+/**
+ * The templates for data streams (default) or for the legacy `cpumetrics` / `gpumetrics` indices.
+ * `ilm`: the data streams' backing indices name the ILM policy (Elasticsearch only: OpenSearch
+ * refuses `index.lifecycle.*` as an unknown setting, and its ISM finds indices by pattern instead).
+ */
+export function templateRequests(legacy: boolean, options: { ilm: boolean } = { ilm: false }): TemplateRequest[] {
   if (legacy) return legacyTemplates();
   const container = nest({
     "container.cpu.usage": fraction, "container.memory.usage": fraction,
@@ -116,13 +123,24 @@ export function templateRequests(legacy: boolean): TemplateRequest[] {
     ...metricFields("metrics.", false),
   });
   const gpu = nest({ "gpu.index": { type: "integer" }, "gpu.uuid": keyword, ...metricFields("gpu.", true) });
+  const settings = options.ilm ? ["cpost-lifecycle@settings"] : [];
   return [
+    ...(options.ilm ? [{ kind: "component" as const, name: "cpost-lifecycle@settings", body: lifecycleSettings() }] : []),
     { kind: "component", name: "cpost-common@mappings", body: component(common) },
     { kind: "component", name: "cpost-container@mappings", body: component(merge(common, container), dynamicTemplates("metrics.*")) },
     { kind: "component", name: "cpost-gpu@mappings", body: component(merge(common, gpu), dynamicTemplates("gpu.*")) },
-    { kind: "index", name: "metrics-cpost.container", body: indexTemplate(["metrics-cpost.container-*"], ["cpost-common@mappings", "cpost-container@mappings"], true) },
-    { kind: "index", name: "metrics-cpost.gpu", body: indexTemplate(["metrics-cpost.gpu-*"], ["cpost-common@mappings", "cpost-gpu@mappings"], true) },
+    { kind: "index", name: "metrics-cpost.container", body: indexTemplate(["metrics-cpost.container-*"], [...settings, "cpost-common@mappings", "cpost-container@mappings"], true) },
+    { kind: "index", name: "metrics-cpost.gpu", body: indexTemplate(["metrics-cpost.gpu-*"], [...settings, "cpost-common@mappings", "cpost-gpu@mappings"], true) },
   ];
+}
+
+/** The settings component that hands new backing indices to ILM (a data stream needs no rollover alias). */
+function lifecycleSettings(): Mapping {
+  return {
+    version: TEMPLATE_VERSION,
+    _meta: { managed_by: "cpost", description: "cpost metrics lifecycle (cpost es setup)" },
+    template: { settings: { index: { lifecycle: { name: LIFECYCLE_POLICY } } } },
+  };
 }
 
 function merge(a: Mapping, b: Mapping): Mapping {
