@@ -17,9 +17,9 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { builtinCollectors } from "../collectors/index.ts";
+import { loadBuiltinCollector } from "../collectors/index.ts";
 import { connectDocker } from "../core/engine/docker.ts";
-import { isUnavailable, type Collector, type MetricBuffer, type Probe, type Target } from "../core/contracts/types.ts";
+import { isUnavailable, type MetricBuffer, type Probe, type Target } from "../core/contracts/types.ts";
 
 const seconds = Number(process.argv[2] ?? 10);
 const count = Number(process.argv[3] ?? 20);
@@ -47,8 +47,7 @@ async function measure(pid: number, metricsUrl: string): Promise<{ cpu: number; 
 
 /** The baseline: the same probes read on a plain timer in this process. */
 async function bare(intervalMs: number, targets: Target[]): Promise<number> {
-  const load = async (name: string) => (await builtinCollectors[name]!()).default as Collector;
-  const [cgroup, blkio, host] = await Promise.all([load("cgroup"), load("blkio"), load("host")]);
+  const [cgroup, blkio, host] = await Promise.all([loadBuiltinCollector("cgroup"), loadBuiltinCollector("blkio"), loadBuiltinCollector("host")]);
   const probes: Probe[] = [];
   for (const t of targets) {
     for (const c of t.kind === "host" ? [host] : [cgroup, blkio]) {

@@ -21,12 +21,14 @@
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
-import blkio from "../collectors/blkio/index.ts";
-import cgroup from "../collectors/cgroup/index.ts";
+import { createBlkioCollector } from "../collectors/blkio/index.ts";
+import { createCgroupCollector } from "../collectors/cgroup/index.ts";
 import { Sampler } from "../core/sampling/sampler.ts";
 import { isUnavailable, type MetricBuffer, type Probe, type Target } from "../core/contracts/types.ts";
 
 const seconds = Number(process.argv[2] ?? 10);
+const cgroup = createCgroupCollector();
+const blkio = createBlkioCollector();
 const SOCKET = "/var/run/docker.sock";
 const TICKS_PER_S = 100; // USER_HZ
 

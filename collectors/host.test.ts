@@ -7,8 +7,10 @@ import { afterAll, expect, test } from "bun:test";
 import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
-import host from "./host.ts";
 import { isUnavailable, type MetricBuffer, type Probe, type Target } from "../core/contracts/types.ts";
+import { loadBuiltinCollector } from "./index.ts";
+
+const host = await loadBuiltinCollector("host");
 
 const HOST: Target = { kind: "host", containerId: "", pid: 0, engine: "docker", operator: "host" };
 // /var/tmp, not /tmp (a tmpfs on many machines): the write must reach a physical disk.

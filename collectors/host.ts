@@ -8,7 +8,8 @@
  */
 import { closeSync, existsSync, openSync, readdirSync, readSync } from "node:fs";
 import { cpus } from "node:os";
-import type { Collector, MetricBuffer, MetricSpec, Probe, Target, Unavailable } from "../core/contracts/types.ts";
+import { defineCollector } from "../core/contracts/plugin-sdk.ts";
+import type { MetricBuffer, MetricSpec, Probe, Target, Unavailable } from "../core/contracts/types.ts";
 
 /** Kernel clock ticks per second for /proc/stat (USER_HZ; 100 on every Linux architecture cpost runs on). */
 const USER_HZ = 100;
@@ -200,15 +201,12 @@ function openProbe(): Probe | Unavailable {
 }
 
 /** The host collector: whole-machine CPU, memory and disk. */
-const host: Collector = {
+export default defineCollector({
   name: "host",
   description: "the whole machine: CPU (/proc/stat), memory (/proc/meminfo), physical disks (/proc/diskstats)",
   metrics: METRICS,
-  portable: { module: "host" },
   open(target: Target): Probe | Unavailable {
     if (target.kind !== "host") return { unavailable: "the host collector reads the whole machine; it opens host targets only" };
     return openProbe();
   },
-};
-
-export default host;
+});

@@ -13,8 +13,8 @@
  * held to what the workload got, within the same tolerances.
  */
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import blkio from "../collectors/blkio/index.ts";
-import cgroup from "../collectors/cgroup/index.ts";
+import { createBlkioCollector } from "../collectors/blkio/index.ts";
+import { createCgroupCollector } from "../collectors/cgroup/index.ts";
 import { Sampler } from "../core/sampling/sampler.ts";
 import type { SampleBatch } from "../core/contracts/types.ts";
 import { figuresOf, IO_OPERATORS, runAccuracy, type Figures } from "./accuracy-run.ts";
@@ -40,7 +40,7 @@ interface Recorded {
  */
 async function record(cmd: string[], duringRun: (id: string, rows: () => Recorded) => Promise<void> = async () => {}): Promise<Recorded> {
   const batches: SampleBatch[] = [];
-  const sampler = new Sampler({ intervalMs: 10, collectors: [cgroup, blkio], onBatch: (b) => batches.push(b) });
+  const sampler = new Sampler({ intervalMs: 10, collectors: [createCgroupCollector(), createBlkioCollector()], onBatch: (b) => batches.push(b) });
   const stats: Recorded["stats"] = [];
   const view = (sources: string[], stdout: string): Recorded => {
     const columns = batches[0]?.columns ?? [];

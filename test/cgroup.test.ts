@@ -9,7 +9,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import cgroupCollector, { createCgroupCollector } from "../collectors/cgroup/index.ts";
+import { createCgroupCollector } from "../collectors/cgroup/index.ts";
 import { candidatePaths, detectLayout } from "../collectors/cgroup/paths.ts";
 import { isUnavailable, type MetricBuffer, type Probe, type Target } from "../core/contracts/types.ts";
 import { dockerTest, REPO } from "./support.ts";
@@ -214,7 +214,7 @@ describe("cgroup v2 (real v2 files)", () => {
     process.env.CPOST_CGROUP_ROOT = V2_ROOT;
     process.env.CPOST_PROC_ROOT = V2_PROC;
     try {
-      const opened = cgroupCollector.open(target(DOCKER_ID));
+      const opened = createCgroupCollector().open(target(DOCKER_ID));
       if (isUnavailable(opened)) throw new Error(opened.unavailable);
       expect(opened.source).toBe(`cgroup v2 ${join(V2_ROOT, "docker", DOCKER_ID)}`);
       opened.close();

@@ -15,7 +15,7 @@
  * sampling thread can rebuild the collector from its `portable` recipe.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { builtinCollectors } from "../collectors/index.ts";
+import { builtinCollectors, collectorOfModule, type CollectorModule } from "../collectors/index.ts";
 import { connectDocker, type DockerClient } from "../core/engine/docker.ts";
 import { collectorOf, createPluginCollector, importPlugin, optionValues } from "../core/registry/plugin-loader.ts";
 import { isUnavailable, type Collector, type MetricBuffer, type MetricUnit, type Probe, type Target } from "../core/contracts/types.ts";
@@ -33,7 +33,7 @@ export interface LiveTarget {
 /** How the contract gets targets for the collector under test. */
 export interface CollectorContractOptions {
   /** The registry the sampling thread would rebuild a built-in from (default collectors/index.ts's). */
-  registry?: Record<string, () => Promise<{ default: Collector }>>;
+  registry?: Record<string, () => Promise<CollectorModule>>;
   /** Makes a fresh live target (called twice: one shared, one that is ended). */
   target(): Promise<LiveTarget>;
   /** A target that does not exist; null when the collector watches something that always exists. Default: a made-up container whose process has exited. */
@@ -254,10 +254,8 @@ export function collectorContract(name: string, make: () => Collector | Promise<
       // as core/sampling/sampler-worker.ts builds it
       const load = registry[recipe.module];
       let rebuilt: Collector;
-      if (load) {
-        const mod = (await load()) as { default: Collector; create?: (o: Record<string, unknown>) => Collector };
-        rebuilt = recipe.options && mod.create ? mod.create(recipe.options) : mod.default;
-      } else rebuilt = await createPluginCollector(recipe.module, recipe.options);
+      if (load) rebuilt = collectorOfModule(recipe.module, await load(), recipe.options);
+      else rebuilt = await createPluginCollector(recipe.module, recipe.options);
       expect(rebuilt.name).toBe(collector.name);
       expect(rebuilt.metrics.map((m) => m.name)).toEqual(collector.metrics.map((m) => m.name));
       expect(JSON.parse(JSON.stringify(recipe))).toEqual(recipe); // it crosses to the thread by structured clone
@@ -278,12 +276,12 @@ export interface CollectorSetup {
  * where the sampling thread would rebuild them from (the same, by default).
  */
 export function collectorContracts(
-  collectors: Record<string, () => Promise<{ default: Collector }>>,
+  collectors: Record<string, () => Promise<CollectorModule>>,
   setups: Record<string, CollectorSetup> = {},
-  registry: Record<string, () => Promise<{ default: Collector }>> = collectors,
+  registry: Record<string, () => Promise<CollectorModule>> = collectors,
 ): void {
   for (const [name, load] of Object.entries(collectors)) {
     const setup = setups[name] ?? {};
-    collectorContract(name, setup.make ?? (async () => (await load()).default), { target: () => containerTarget(), registry, ...setup.options });
+    collectorContract(name, setup.make ?? (async () => collectorOfModule(name, await load())), { target: () => containerTarget(), registry, ...setup.options });
   }
 }

@@ -7,8 +7,7 @@
 import { afterAll, expect, test } from "bun:test";
 import { cpSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { builtinCollectors } from "../collectors/index.ts";
-import type { Collector } from "../core/contracts/types.ts";
+import { builtinCollectors, type CollectorModule } from "../collectors/index.ts";
 import { collectorContracts } from "./collectors-contract.ts";
 import { REPO } from "./support.ts";
 
@@ -20,7 +19,7 @@ writeFileSync(index, readFileSync(index, "utf8").replaceAll('"cgroup"', '"copied
 afterAll(() => rmSync(copy, { recursive: true, force: true }));
 
 // The one registry line (collectors/index.ts has the same shape).
-const registry: Record<string, () => Promise<{ default: Collector }>> = { ...builtinCollectors, copied: () => import(index) };
+const registry: Record<string, () => Promise<CollectorModule>> = { ...builtinCollectors, copied: () => import(index) };
 
 test("the copy is a new collector of its own name, beside the original", async () => {
   const copied = (await registry.copied!()).default;

@@ -7,15 +7,15 @@
  *
  *   bun bench/peers/cpost-watch.ts <container id> <interval ms> <cgroupfs|systemd>
  */
-import blkio from "../../collectors/blkio/index.ts";
-import cgroup from "../../collectors/cgroup/index.ts";
+import { createBlkioCollector } from "../../collectors/blkio/index.ts";
+import { createCgroupCollector } from "../../collectors/cgroup/index.ts";
 import { Sampler } from "../../core/sampling/sampler.ts";
 
 const [containerId, interval, cgroupDriver] = process.argv.slice(2) as [string, string, "cgroupfs" | "systemd"];
 const rows: Array<[number, number, number]> = []; // epoch ms, cpu.usage_ns, memory.usage_bytes
 const sampler = new Sampler({
   intervalMs: Number(interval),
-  collectors: [cgroup, blkio],
+  collectors: [createCgroupCollector(), createBlkioCollector()],
   onBatch(batch) {
     const width = batch.columns.length;
     const cpu = batch.columns.findIndex((c) => c.name === "cpu.usage_ns");

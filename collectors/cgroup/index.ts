@@ -7,7 +7,8 @@
  * second (the kernel recomputes avg10 only every 2 s). Rows in between leave
  * those slots NaN: not measured then.
  */
-import type { Collector, MetricBuffer, Probe, Target } from "../../core/contracts/types.ts";
+import { builtinCollector, defineCollector } from "../../core/contracts/plugin-sdk.ts";
+import type { Collector, MetricBuffer, Probe } from "../../core/contracts/types.ts";
 import { closeStatFile } from "./files.ts";
 import { findContainerCgroup, hostMemoryBytes, resolveRoots, type CgroupRoots } from "./paths.ts";
 import { MEM_USAGE, METRICS, openV1, openV2, PERCENT, USAGE, type Reader } from "./readers.ts";
@@ -96,14 +97,13 @@ function openProbe(reader: Reader, clock: () => number): Probe {
   };
 }
 
-/** Makes a cgroup collector reading under the given roots (tests point them at fixture trees). */
-export function createCgroupCollector(options: CgroupOptions = {}): Collector {
-  return {
+/** The cgroup collector, written as a plugin is (copying this folder starts one), reading under the given roots (tests point them at fixture trees). */
+export function defineCgroupCollector(options: CgroupOptions = {}) {
+  return defineCollector({
     name: "cgroup",
     description: "CPU, memory, pids and pressure from the container's cgroup (v1, v2, hybrid)",
     metrics: METRICS,
-    portable: { module: "cgroup", options: { cgroupRoot: options.cgroupRoot, procRoot: options.procRoot } },
-    open(target: Target) {
+    open(target) {
       const roots = resolveRoots(options);
       const cg = findContainerCgroup(target, roots);
       if ("unavailable" in cg) return cg;
@@ -115,11 +115,14 @@ export function createCgroupCollector(options: CgroupOptions = {}): Collector {
       }
       return openProbe(reader, options.clock ?? (() => performance.now()));
     },
-  };
+  });
 }
 
-/** The `create(options)` the sampler's worker calls to rebuild a configured instance. */
-export const create = createCgroupCollector;
-
 /** The built-in `cgroup` collector, reading /sys/fs/cgroup and /proc (or CPOST_CGROUP_ROOT, CPOST_PROC_ROOT). */
-export default createCgroupCollector();
+export default defineCgroupCollector();
+
+/** A configured instance as the sampler runs it; also the `create(options)` its worker rebuilds one with. */
+export function createCgroupCollector(options: CgroupOptions = {}): Collector {
+  return builtinCollector(defineCgroupCollector(options), { module: "cgroup", options: { cgroupRoot: options.cgroupRoot, procRoot: options.procRoot } });
+}
+export const create = createCgroupCollector;

@@ -12,6 +12,7 @@
  */
 import { existsSync } from "node:fs";
 import { asCpostError } from "../../core/contracts/errors.ts";
+import { builtinCollector, defineCollector } from "../../core/contracts/plugin-sdk.ts";
 import type { Collector, MetricBuffer, MetricSpec, Probe, Target, Unavailable } from "../../core/contracts/types.ts";
 import { openNvml, NvmlReturn, NvmlSampling, type NvmlLibrary } from "../../native/nvml.ts";
 import { defineOwnership } from "./processes.ts";
@@ -172,8 +173,8 @@ function openProbe(shared: Shared, target: Target, procRoot: string): Probe {
   };
 }
 
-/** Makes an nvml collector; the library is loaded on the first `open` and shut down by `dispose`. */
-export function createNvmlCollector(options: NvmlOptions = {}): Omit<Collector, "available"> & { available(): NvmlAvailability } {
+/** The nvml collector, written as a plugin is (copying this folder starts one); the library is loaded on the first `open` (or `available`) and shut down by `dispose`. */
+export function defineNvmlCollector(options: NvmlOptions = {}) {
   let state: Shared | Unavailable | undefined;
   const warn = options.onWarning ?? ((message: string) => void process.stderr.write(`warning: nvml: ${message}\n`));
   function load(): Shared | Unavailable {
@@ -193,12 +194,10 @@ export function createNvmlCollector(options: NvmlOptions = {}): Omit<Collector, 
       return (state = { unavailable: error.hint ? `${error.message} (${error.hint})` : error.message });
     }
   }
-  const { onWarning: _, ...portable } = options;
-  return {
+  return defineCollector({
     name: "nvml",
     description: "GPU utilisation, memory, power, temperature, clocks, and the container's own GPU processes, from NVML",
     metrics: [...DEVICE_METRICS, ...PROCESS_METRICS],
-    portable: { module: "nvml", options: portable },
     open(target: Target): Probe | Unavailable {
       const loaded = load();
       return "unavailable" in loaded ? loaded : openProbe(loaded, target, options.procRoot ?? (process.env.CPOST_PROC_ROOT || "/proc"));
@@ -207,21 +206,24 @@ export function createNvmlCollector(options: NvmlOptions = {}): Omit<Collector, 
       if (state && !("unavailable" in state)) state.lib.shutdown();
       state = undefined;
     },
-    available() {
+    available(): NvmlAvailability {
       const loaded = load();
       return "unavailable" in loaded
         ? { ok: false, reason: loaded.unavailable }
         : { ok: true, gpus: loaded.lib.devices.length, driver: loaded.lib.driverVersion };
     },
-  };
+  });
 }
 
 /** Whether NVML works here (the collector's `available()`): with how many GPUs and which driver. */
 export type NvmlAvailability = { ok: true; gpus: number; driver: string } | { ok: false; reason: string };
 
-const nvml = createNvmlCollector();
+/** The built-in `nvml` collector: libnvidia-ml.so.1 (or CPOST_NVML_LIB). */
+export default defineNvmlCollector();
 
-/** The `create(options)` the sampler's worker calls to rebuild a configured instance. */
+/** A configured instance as the sampler runs it; also the `create(options)` its worker rebuilds one with (without the warning callback, which cannot cross threads). */
+export function createNvmlCollector(options: NvmlOptions = {}): Omit<Collector, "available"> & { available(): NvmlAvailability } {
+  const { onWarning: _, ...portable } = options;
+  return builtinCollector(defineNvmlCollector(options), { module: "nvml", options: portable }) as Omit<Collector, "available"> & { available(): NvmlAvailability };
+}
 export const create = createNvmlCollector;
-
-export default nvml;

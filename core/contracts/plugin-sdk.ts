@@ -11,11 +11,12 @@
  * the binary serves the module "cpost" itself (core/registry/plugin-loader.ts), so a
  * plugin works with or without cpost installed beside it. See docs/plugins.md.
  */
-import type { MetricSpec, Operator, OperatorResult, OperatorSummary, Probe, RunInfo, RunResult, SampleBatch, Target, Unavailable } from "./types.ts";
+import type { Availability, Collector, MetricSpec, Operator, OperatorResult, OperatorSummary, Probe, RunInfo, RunResult, SampleBatch, Target, Unavailable } from "./types.ts";
 import { columnKey, isUnavailable } from "./types.ts";
 
 /** The contracts of core/contracts/types.ts a plugin deals in. */
 export type {
+  Availability,
   Collector,
   MetricBuffer,
   MetricColumn,
@@ -85,6 +86,13 @@ export interface CollectorPlugin<O extends PluginOptions = PluginOptions> {
   open(target: Target, context: CollectorContext<O>): Probe | Unavailable;
   /** Releases host-wide resources when cpost ends. */
   dispose?(): void;
+  /**
+   * Whether it can work on this host at all (a library, a device), asked
+   * once before anything starts. Named in --collectors and answering
+   * `{ ok: false, reason }`, it stops the run with exit 2 and the reason;
+   * the monitor's defaults take it only where it answers `{ ok: true }`.
+   */
+  available?(): Availability;
 }
 
 /** What a sink's `create` gets: its options and where cpost writes. */
@@ -125,6 +133,25 @@ export interface SinkPlugin<O extends PluginOptions = PluginOptions> {
 /** Declares a collector plugin (returns it unchanged; for the types). */
 export function defineCollector<const O extends PluginOptions = {}>(plugin: CollectorPlugin<O>): CollectorPlugin<O> {
   return plugin;
+}
+
+/**
+ * A built-in collector's definition as the Collector the sampler runs: no
+ * wrapping (a built-in's hot path is trusted, a plugin's is guarded by the
+ * plugin loader), and `portable`, the recipe the sampler's worker rebuilds
+ * it from (the registry name, and the settings its module's `create` takes).
+ */
+export function builtinCollector(definition: CollectorPlugin, portable: NonNullable<Collector["portable"]>): Collector {
+  const context = { options: {} } as CollectorContext;
+  return {
+    name: definition.name,
+    description: definition.description,
+    metrics: definition.metrics,
+    portable,
+    open: (target) => definition.open(target, context),
+    ...(definition.dispose ? { dispose: () => definition.dispose!() } : {}),
+    ...(definition.available ? { available: () => definition.available!() } : {}),
+  };
 }
 
 /** Declares a sink plugin (returns it unchanged; for the types). */

@@ -192,6 +192,7 @@ function checkName(shape: Record<string, unknown>): string[] {
 function checkCollector(shape: Record<string, unknown>): string[] {
   if (typeof shape.create === "function") return ["it has both open (a collector) and create (a sink)"];
   if (shape.dispose !== undefined && typeof shape.dispose !== "function") return ["dispose is not a function"];
+  if (shape.available !== undefined && typeof shape.available !== "function") return ["available is not a function"];
   return metricsProblems(shape.metrics, "metrics");
 }
 
@@ -360,6 +361,20 @@ export function collectorOf(definition: CollectorPlugin, file: string, options: 
           } catch (thrown) {
             throw pluginError(definition.name, "dispose", thrown);
           }
+        }
+      : undefined,
+    available: definition.available
+      ? () => {
+          let answer: unknown;
+          try {
+            answer = definition.available!();
+          } catch (thrown) {
+            throw pluginError(definition.name, "available", thrown);
+          }
+          const a = answer as { ok?: unknown; reason?: unknown } | null;
+          if (a?.ok === true) return { ok: true };
+          if (a?.ok === false && typeof a.reason === "string" && a.reason !== "") return { ok: false, reason: a.reason };
+          throw pluginError(definition.name, "available", new Error(`returned ${describe(answer)}, not { ok: true } or { ok: false, reason: "why" }`));
         }
       : undefined,
   };

@@ -10,7 +10,7 @@
 import { readlinkSync } from "node:fs";
 import { setPriority } from "node:os";
 import { receiveMessageOnPort, type MessagePort } from "node:worker_threads";
-import { builtinCollectors } from "../../collectors/index.ts";
+import { builtinCollectors, loadBuiltinCollector } from "../../collectors/index.ts";
 import { createPluginCollector } from "../registry/plugin-loader.ts";
 import { defineSamplingCore, epochNow, type CoreEvent } from "./sampler-core.ts";
 import { CTRL, type WorkerCommand, type WorkerInit, type WorkerMessage } from "./sampler.ts";
@@ -23,10 +23,10 @@ const SAMPLER_NICE = -10;
 type CollectorModule = { default?: Collector; create?: (options: Record<string, unknown>) => Collector };
 
 async function build(recipe: NonNullable<Collector["portable"]>): Promise<Collector> {
-  const load = builtinCollectors[recipe.module];
+  if (Object.hasOwn(builtinCollectors, recipe.module)) return loadBuiltinCollector(recipe.module, recipe.options);
   // a plugin file: loaded, checked and wrapped as on the main thread
-  if (!load && recipe.module.startsWith("file:")) return createPluginCollector(recipe.module, recipe.options);
-  const mod = (load ? await load() : await import(recipe.module)) as CollectorModule;
+  if (recipe.module.startsWith("file:")) return createPluginCollector(recipe.module, recipe.options);
+  const mod = (await import(recipe.module)) as CollectorModule;
   const collector = recipe.options && mod.create ? mod.create(recipe.options) : mod.default;
   if (!collector) throw new Error(`${recipe.module} exports neither create() nor a default collector`);
   return collector;
