@@ -35,7 +35,7 @@ const OPERATOR_SECONDS = 18;
 const CUT_MS = 20_000;
 
 const { scratch, pids, cleanup } = defineTestScratch("opensearch-cluster");
-const reliability = defineReliabilityLog("opensearch-cluster");
+const reliability = defineReliabilityLog("opensearch-cluster", { kept: true }); // kept in the repository: a full run does not run it
 let lab: NetLab | undefined;
 const nodes: OpenSearchNode[] = [];
 const running: Array<{ kill(signal?: number | NodeJS.Signals): void }> = [];

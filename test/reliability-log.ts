@@ -10,6 +10,11 @@ import { REPO } from "./support.ts";
 
 /** Where the entries are kept. */
 const RELIABILITY_DIR = join(REPO, ".cache/reliability");
+/**
+ * Entries of opt-in tests (not in the default suite, e.g. CPOST_CLUSTER=1), also kept in the
+ * repository: a full run starts .cache/reliability afresh and would drop their last result.
+ */
+const KEPT_DIR = join(REPO, "test/reliability-kept");
 
 /** One check: what was done to cpost, what it did, and whether that is what it must do. */
 export interface ReliabilityEntry {
@@ -22,17 +27,17 @@ export interface ReliabilityEntry {
   at: string;
 }
 
-function write(file: string, entries: Record<string, ReliabilityEntry>): void {
-  mkdirSync(RELIABILITY_DIR, { recursive: true });
-  const path = join(RELIABILITY_DIR, `${file}.json`);
+function write(file: string, entries: Record<string, ReliabilityEntry>, dir = RELIABILITY_DIR): void {
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, `${file}.json`);
   // Renamed into place: a reader (or a test file running beside this one) never sees half a file.
   const temp = `${path}.${process.pid}.tmp`;
   writeFileSync(temp, `${JSON.stringify(entries, null, 2)}\n`);
   renameSync(temp, path);
 }
 
-function read(file: string): Record<string, ReliabilityEntry> {
-  const path = join(RELIABILITY_DIR, `${file}.json`);
+function read(file: string, dir = RELIABILITY_DIR): Record<string, ReliabilityEntry> {
+  const path = join(dir, `${file}.json`);
   if (!existsSync(path)) return {};
   try {
     return JSON.parse(readFileSync(path, "utf8")) as Record<string, ReliabilityEntry>;
@@ -47,13 +52,15 @@ function read(file: string): Record<string, ReliabilityEntry> {
  * "survived" when the body passed and "FAILED" with the error otherwise,
  * and the error is thrown on so the test fails.
  */
-export function defineReliabilityLog(file: string) {
+export function defineReliabilityLog(file: string, options: { kept?: boolean } = {}) {
   return {
     async check(area: string, tried: string, body: () => Promise<string> | string): Promise<void> {
       const save = (happened: string, result: ReliabilityEntry["result"]) => {
-        const entries = read(file);
-        entries[tried] = { area, tried, happened, result, at: new Date().toISOString() };
-        write(file, entries);
+        for (const dir of options.kept ? [RELIABILITY_DIR, KEPT_DIR] : [RELIABILITY_DIR]) {
+          const entries = read(file, dir);
+          entries[tried] = { area, tried, happened, result, at: new Date().toISOString() };
+          write(file, entries, dir);
+        }
       };
       let happened: string;
       try {
@@ -71,12 +78,20 @@ export function defineReliabilityLog(file: string) {
 
 /** Every entry recorded so far, by test file. */
 export function readReliabilityEntries(): Array<ReliabilityEntry & { file: string }> {
-  if (!existsSync(RELIABILITY_DIR)) return [];
   const out: Array<ReliabilityEntry & { file: string }> = [];
-  for (const name of readdirSync(RELIABILITY_DIR)) {
-    if (!name.endsWith(".json")) continue;
-    const file = name.slice(0, -".json".length);
-    for (const entry of Object.values(read(file))) out.push({ ...entry, file });
+  const seen = new Set<string>();
+  // This machine's records first; a kept entry only where this machine has no newer record of that check.
+  for (const dir of [RELIABILITY_DIR, KEPT_DIR]) {
+    if (!existsSync(dir)) continue;
+    for (const name of readdirSync(dir)) {
+      if (!name.endsWith(".json")) continue;
+      const file = name.slice(0, -".json".length);
+      for (const entry of Object.values(read(file, dir))) {
+        if (seen.has(`${file}\0${entry.tried}`)) continue;
+        seen.add(`${file}\0${entry.tried}`);
+        out.push({ ...entry, file });
+      }
+    }
   }
   return out;
 }

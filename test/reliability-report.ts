@@ -26,6 +26,8 @@ if (entries.length === 0) {
     "test/soak.test.ts, test/fuzz-validate.test.ts, test/boundaries.test.ts record each check; test/run.sh renders",
     "this file with test/reliability-report.ts). Every row is a test in the suite, run",
     "against the real Docker engine, real cgroup files and the real compiled binary.",
+    "\"Many hosts\" is the opt-in test/opensearch-cluster.test.ts (`CPOST_CLUSTER=1`; its",
+    "last result is kept in test/reliability-kept/, since a full run does not run it).",
     "Do not edit by hand: run `bash test/run.sh` (or the test files, then",
     "`bun test/reliability-report.ts`).",
     "",
