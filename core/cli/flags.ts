@@ -14,6 +14,8 @@ export type FlagDef = ArgDef & {
   repeated?: true;
   /** The value is optional and, given as the next word, must be one of these (`--force` alone means "none"). */
   optionalValue?: readonly string[];
+  /** What the value is, for the error when it is missing: `--from needs a recording file` (default "a value"). */
+  needs?: string;
 };
 
 /** A command's flags. */
@@ -21,10 +23,11 @@ export type FlagsDef = Record<string, FlagDef>;
 
 /** Reads `raw` by the rules of `args`: positionals, flags, repeated flags' lists, and `--<sink>-<option>` values. */
 export function parseArgs(raw: string[], args: FlagsDef, options: { sinkPrefixes?: string[] } = {}) {
-  const spec: FlagSpec = { values: [], booleans: [], optionalValues: {}, aliases: {}, ...(options.sinkPrefixes ? { sinkPrefixes: options.sinkPrefixes } : {}) };
+  const spec: FlagSpec = { values: [], booleans: [], optionalValues: {}, aliases: {}, needs: {}, ...(options.sinkPrefixes ? { sinkPrefixes: options.sinkPrefixes } : {}) };
   const repeated: string[] = [];
   for (const [name, def] of Object.entries(args)) {
     if (def.type === "positional") continue;
+    if (def.needs) spec.needs![name] = def.needs;
     if (def.repeated) repeated.push(name);
     else if (def.optionalValue) spec.optionalValues![name] = def.optionalValue;
     else if (def.type === "boolean") spec.booleans.push(name);
@@ -49,6 +52,8 @@ export interface FlagSpec {
   /** Accept `--<sink>-<option> value` for these sinks (names and aliases). */
   sinkPrefixes?: string[];
   aliases?: Record<string, string>;
+  /** What a flag's value is, for the error when it is missing (default "a value"). */
+  needs?: Record<string, string>;
 }
 
 /**
@@ -83,7 +88,7 @@ export function parseFlags(raw: string[], spec: FlagSpec): { positionals: string
     const next = raw[i + 1];
     const takeValue = (): string => {
       if (inline !== undefined) return inline;
-      if (next === undefined || next.startsWith("--")) throw new CpostError("usage", `${arg} needs a value`, { hint: "see `cpost run --help`" });
+      if (next === undefined || next.startsWith("--")) throw new CpostError("usage", `${arg} needs ${spec.needs?.[name] ?? "a value"}`, { hint: "see `cpost run --help`" });
       i++;
       return next;
     };

@@ -24,21 +24,6 @@ import { warn } from "../console.ts";
 export const DEFAULT_MONITOR_URL = "http://127.0.0.1:8686";
 
 
-/** Takes every `--flag value` / `--flag=value` of a repeatable flag out of `raw`. */
-function takeRepeated(raw: string[], flag: string): { values: string[]; rest: string[] } {
-  const values: string[] = [];
-  const rest: string[] = [];
-  for (let i = 0; i < raw.length; i++) {
-    const arg = raw[i]!;
-    if (arg === `--${flag}`) {
-      const next = raw[++i];
-      if (next === undefined) throw new CpostError("usage", `--${flag} needs a value`);
-      values.push(next);
-    } else if (arg.startsWith(`--${flag}=`)) values.push(arg.slice(flag.length + 3));
-    else rest.push(arg);
-  }
-  return { values, rest };
-}
 
 function readToken(file: string | undefined): string | undefined {
   if (file === undefined) return process.env.CPOST_MONITOR_TOKEN || undefined;
@@ -188,15 +173,17 @@ interface SessionAnswer {
   containers: unknown[];
 }
 
+const startArgs = {
+  ...clientArgs,
+  job: { type: "string", description: "job or pipeline name the session's data carries (default monitor)", valueHint: "name" },
+  label: { type: "string", repeated: true, description: "key=value attached to every document and series of the session (repeat for more)", valueHint: "key=value" },
+} satisfies FlagsDef;
+
 const start = defineCommand({
   meta: { name: "start", description: "Start a monitoring session (what the Clara monitor-start operator did); prints its id." },
-  args: {
-    ...clientArgs,
-    job: { type: "string", description: "job or pipeline name the session's data carries (default monitor)", valueHint: "name" },
-    label: { type: "string", description: "key=value attached to every document and series of the session (repeat for more)", valueHint: "key=value" },
-  },
+  args: startArgs,
   async run({ args, rawArgs }) {
-    const labels = parseLabels(takeRepeated(rawArgs, "label").values);
+    const labels = parseLabels(parseArgs(rawArgs, startArgs).lists?.label ?? []);
     const answer = await ask(args, "POST", "/start", { ...(args.job ? { job: args.job } : {}), labels });
     const s = answer.session as SessionAnswer;
     if (!args.json) process.stdout.write(`session ${s.id} started: ${s.job} at ${new Date(s.startedAtMs).toISOString()}\n`);

@@ -28,7 +28,7 @@ import { warn } from "../console.ts";
 const args = {
   pipeline: { type: "positional", required: true, description: "pipeline definition file (Clara pipeline YAML); --apply writes into it", valueHint: "pipeline.yaml" },
   input: { type: "positional", required: false, description: "input payload directory (not with --from)", valueHint: "input_dir" },
-  from: { type: "string", description: "size from this recording instead of running (repeatable; written by --sinks msgpack or --record)", valueHint: "run.msgpack" },
+  from: { type: "string", repeated: true, needs: "a recording file", description: "size from this recording instead of running (repeatable; written by --sinks msgpack or --record)", valueHint: "run.msgpack" },
   apply: { type: "boolean", description: "write the recommended requests (cpu, memory, and gpu where GPU metrics exist) into the pipeline file, keeping comments and formatting; prints the diff" },
   check: { type: "boolean", description: "CI gate: compare the pipeline's requests with the recommendation; exit 1 naming each operator whose request is below its need (warn where one is far above)" },
   json: { type: "boolean", description: "print one JSON document (schema cpost.size/v1, docs/sizing.md) instead of the text; same as --format json" },
@@ -52,22 +52,6 @@ function stdoutToStderr(): () => void {
   return () => {
     process.stdout.write = write;
   };
-}
-
-/** `--from` may be given more than once; the run flags' parser keeps one value per flag. */
-function takeFromFlags(raw: string[]): { rest: string[]; from: string[] } {
-  const rest: string[] = [];
-  const from: string[] = [];
-  for (let i = 0; i < raw.length; i++) {
-    const arg = raw[i]!;
-    if (arg.startsWith("--from=")) from.push(arg.slice("--from=".length));
-    else if (arg === "--from") {
-      const value = raw[++i];
-      if (value === undefined || value.startsWith("--")) throw new CpostError("usage", "--from needs a recording file", { hint: "cpost size pipeline.yaml --from run.msgpack" });
-      from.push(value);
-    } else rest.push(arg);
-  }
-  return { rest, from };
 }
 
 /** The updates --apply writes: per operator what stands on firm ground, with why the rest is left out. */
@@ -95,8 +79,8 @@ export default defineCommand({
   meta: { name: "size", description: "Run a pipeline (or read recordings), recommend each operator's requests, and --apply them to the pipeline file." },
   args,
   async run({ rawArgs }) {
-    const { rest, from } = takeFromFlags(rawArgs);
-    const { positionals, flags, sinkOptions } = parseArgs(rest, args, { sinkPrefixes: sinkPrefixesOf() });
+    const { positionals, flags, sinkOptions, lists } = parseArgs(rawArgs, args, { sinkPrefixes: sinkPrefixesOf() });
+    const from = lists?.from ?? [];
     const str = valueOf(flags);
     const expected = from.length > 0 ? 1 : 2;
     if (positionals.length !== expected) {
