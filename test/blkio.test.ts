@@ -78,14 +78,15 @@ describe("cgroup v2 io.stat (real v2 files)", () => {
     probe.close();
   });
 
-  test("read at most every ~10 ms: at 1 kHz the rows between leave the disk counters NaN", () => {
+  test("read about every 100 ms: the rows between leave the disk counters NaN", () => {
     const roots = fixtureCopy();
     const probe = open(target(DOCKER_ID), roots);
     const first = readAt(probe, 100);
-    const between = readAt(probe, 101);
-    expect(between.alive).toBe(true);
-    expect(Object.values(between.values).every(Number.isNaN)).toBe(true);
-    expect(readAt(probe, 110).values).toEqual(first.values);
+    for (const between of [readAt(probe, 101), readAt(probe, 110), readAt(probe, 190)]) {
+      expect(between.alive).toBe(true);
+      expect(Object.values(between.values).every(Number.isNaN)).toBe(true);
+    }
+    expect(readAt(probe, 200).values).toEqual(first.values);
     probe.close();
   });
 
@@ -118,7 +119,7 @@ describe("cgroup v2 io.stat (real v2 files)", () => {
     // later: io.stat has them and more, /proc (read a moment after) further still
     writeFileSync(statPath, `8:0 rbytes=${2 * MiB} wbytes=${8 * MiB} rios=4 wios=8 dbytes=0 dios=0\n`);
     writeFileSync(procIo, io(3 * MiB, 9 * MiB));
-    expect(readAt(probe, 20).values).toEqual({ "io.read_bytes": 2 * MiB, "io.write_bytes": 8 * MiB, "io.read_ops": 4, "io.write_ops": 8 });
+    expect(readAt(probe, 100).values).toEqual({ "io.read_bytes": 2 * MiB, "io.write_bytes": 8 * MiB, "io.read_ops": 4, "io.write_ops": 8 });
     expect(probe.source).toBe(`cgroup v2 ${roots.dir}/io.stat`);
     probe.close();
   });
@@ -174,13 +175,13 @@ describe("on this host's real containers", () => {
       const seen: Array<Record<string, number>> = [];
       let t = 0;
       await until("16 MiB each way", () => {
-        const { values } = readAt(probe, (t += 25));
+        const { values } = readAt(probe, (t += 100));
         seen.push(values);
         return values["io.read_bytes"]! >= 16 * MiB && values["io.write_bytes"]! >= 16 * MiB ? true : undefined;
       }, 30_000);
       // both children have been reaped into sh by now or soon; more readings must not add them again
       for (let i = 0; i < 10; i++) {
-        seen.push(readAt(probe, (t += 25)).values);
+        seen.push(readAt(probe, (t += 100)).values);
         await Bun.sleep(25);
       }
       const last = seen.at(-1)!;
@@ -210,7 +211,7 @@ describe("on this host's real containers", () => {
       writeFileSync(join(gate, "go"), "");
       // the subshell outlives its child: only its own /proc/<pid>/io can show these bytes
       await until("8 MiB each way", () => {
-        const { values } = readAt(probe, (t += 25));
+        const { values } = readAt(probe, (t += 100));
         return values["io.read_bytes"]! >= 8 * MiB && values["io.write_bytes"]! >= 8 * MiB ? true : undefined;
       }, 30_000);
       probe.close();
@@ -232,13 +233,13 @@ describe("on this host's real containers", () => {
       const probe = open(started.target, { cgroupRoot: "/sys/fs/cgroup", procRoot: "/proc" });
       // two readings while it waits: the init and its parent followed, the parent read before the work
       let t = 0;
-      for (let i = 0; i < 2; i++) expect(readAt(probe, (t += 25)).values["io.read_bytes"]!).toBeLessThan(MiB);
+      for (let i = 0; i < 2; i++) expect(readAt(probe, (t += 100)).values["io.read_bytes"]!).toBeLessThan(MiB);
       writeFileSync(join(gate, "go"), "");
       expect(await waitContainer(started.id)).toBe(0);
       // no reading saw the work: whatever shows now was settled from the reaping
       let last: Record<string, number> = {};
       await until("the series to end", () => {
-        const { alive, values } = readAt(probe, (t += 25));
+        const { alive, values } = readAt(probe, (t += 100));
         if (alive && !Number.isNaN(values["io.read_bytes"]!)) last = values;
         return alive ? undefined : true;
       });

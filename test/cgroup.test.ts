@@ -8,7 +8,8 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
+import { capturedReadsOf, NOT_READ, reread } from "../collectors/cgroup/files.ts";
 import { createCgroupCollector } from "../collectors/cgroup/index.ts";
 import { candidatePaths, detectLayout } from "../collectors/cgroup/paths.ts";
 import { isUnavailable, type MetricBuffer, type Probe, type Target } from "../core/contracts/types.ts";
@@ -138,7 +139,7 @@ describe("cgroup v2 (real v2 files)", () => {
     probe.close();
   });
 
-  test("usage every sample; the memory.stat breakdown at most every ~10 ms; PSI and the limit about once a second", () => {
+  test("usage every sample; memory.stat at most every ~10 ms; peak and pids about every 100 ms; PSI and the limit about once a second", () => {
     const roots = copyOfFixture();
     const probe = openProbe(target(DOCKER_ID), roots);
     const first = readAt(probe, 1000).values;
@@ -148,11 +149,54 @@ describe("cgroup v2 (real v2 files)", () => {
     for (const name of ["memory.rss_bytes", "memory.working_set_bytes", "memory.peak_bytes", "pids.current", "memory.limit_bytes", "psi.cpu.some_avg10"]) {
       expect(soon[name]).toBeNaN();
     }
-    const later = readAt(probe, 1011).values;
+    const later = readAt(probe, 1010).values;
     expect(later["memory.rss_bytes"]).toBe(first["memory.rss_bytes"]!);
-    expect(later["psi.cpu.some_avg10"]).toBeNaN();
+    expect(later["memory.working_set_bytes"]).toBe(first["memory.working_set_bytes"]!);
+    for (const name of ["memory.peak_bytes", "pids.current", "psi.cpu.some_avg10"]) expect(later[name]).toBeNaN();
+    const tenth = readAt(probe, 1100).values;
+    expect(tenth["memory.peak_bytes"]).toBe(first["memory.peak_bytes"]!);
+    expect(tenth["pids.current"]).toBe(first["pids.current"]!);
+    expect(tenth["psi.cpu.some_avg10"]).toBeNaN();
     expect(readAt(probe, 2100).values["psi.cpu.some_avg10"]).toBe(first["psi.cpu.some_avg10"]!);
     probe.close();
+  });
+
+  test("captured reads: bytes the sampler's native loop read decode to the row read() makes; memory.stat only when the loop read it", () => {
+    const roots = copyOfFixture();
+    const reading = openProbe(target(DOCKER_ID), roots);
+    const capturing = openProbe(target(DOCKER_ID), roots);
+    const captured = capturedReadsOf(capturing)!;
+    expect(captured).toBeDefined();
+    expect(captured.files.map((c) => basename(c.file.path))).toEqual(["cpu.stat", "memory.current", "memory.stat"]);
+    readAt(reading, 1000);
+    readAt(capturing, 1000);
+    // the slower tiers (peak, pids, limit, PSI) stay read()'s: due ~100 ms after the first reading
+    expect(captured.liveDueMs()).toBeCloseTo(1097.5, 6);
+    const decodeAt = (monotonicMs: number, readStat: boolean) => {
+      for (const c of captured.files) {
+        if (c.everyMs > 0 && !readStat) c.file.length = NOT_READ;
+        else reread(c.file); // what the loop's pread does
+      }
+      const out: MetricBuffer = { values: new Float64Array(capturing.metrics.length + 3).fill(-1), base: 3, monotonicMs };
+      clockMs = monotonicMs;
+      const alive = captured.decode(out, monotonicMs);
+      return { alive, values: Object.fromEntries(capturing.metrics.map((m, i) => [m.name, out.values[3 + i]!])) };
+    };
+    writeFileSync(join(roots.dir, "memory.current"), "123456789\n");
+    const expected = readAt(reading, 1010);
+    const decoded = decodeAt(1010, true);
+    expect(decoded).toEqual(expected);
+    expect(decoded.values["memory.usage_bytes"]).toBe(123456789);
+    expect(decoded.values["memory.working_set_bytes"]).toBe(123456789 - keyed(join(roots.dir, "memory.stat")).inactive_file!);
+    expect(captured.files[2]!.dueMs()).toBeCloseTo(1017.5, 6);
+    const between = decodeAt(1011, false);
+    expect(between.values["memory.usage_bytes"]).toBe(123456789);
+    expect(between.values["memory.working_set_bytes"]).toBeNaN();
+    // a cgroup that went: every file failed
+    for (const c of captured.files) c.file.length = -1;
+    expect(captured.decode({ values: new Float64Array(64), base: 0, monotonicMs: 1012 }, 1012)).toBe(false);
+    reading.close();
+    capturing.close();
   });
 
   test("a set memory.max is the limit; 'max' is the host's memory, as docker stats shows it", () => {

@@ -4,8 +4,8 @@
  * (v2). Where those stay empty (measured: kernel 6.18, v1, virtio disk, even
  * for O_DIRECT; docker stats shows nothing there either), the bytes come from
  * /proc/<pid>/io of the container's processes: a counter the cgroup files
- * leave at zero is taken from /proc, and `source` says which one it was. Read at
- * most every ~10 ms; rows in between leave the slots NaN. When the cgroup
+ * leave at zero is taken from /proc, and `source` says which one it was. Read
+ * about every 100 ms; rows in between leave the slots NaN. When the cgroup
  * goes, what its processes did after their last reading (settled from their
  * reaping, proc.ts) makes one last row; on v2 that tail is added to
  * io.stat's last count.
@@ -15,7 +15,7 @@ import { builtinCollector, defineCollector } from "../../core/contracts/plugin-s
 import type { Collector, MetricBuffer, MetricSpec, Probe } from "../../core/contracts/types.ts";
 import { findContainerCgroup, resolveRoots, type CgroupRoots } from "../cgroup/paths.ts";
 import { defineProcCounters } from "./proc.ts";
-import { closeStatFile, keyBytes, nextLine, numberAt, openStatFile, reread, startsWith, type StatFile } from "../cgroup/files.ts";
+import { closeStatFile, keyBytes, nextLine, numberAt, openStatFile, reread, startsWith, type CapturingProbe, type StatFile } from "../cgroup/files.ts";
 
 /** Options of the blkio collector: where the cgroup filesystem and /proc are. */
 export type BlkioOptions = CgroupRoots;
@@ -28,13 +28,16 @@ const METRICS: readonly MetricSpec[] = [
 ];
 
 /**
- * Disk counters are read at most every ~10 ms: block I/O completes in bursts,
- * and at 1 kHz these reads (the /proc fallback's above all) would cost more
- * than the CPU and memory ones. A tier is due once 3/4 of its period passed,
- * so at the default 10 ms interval every row has them.
+ * Disk counters are read about every 100 ms: they are cumulative (a coarser
+ * reading loses no bytes), block I/O completes in bursts, and these reads
+ * (the /proc fallback's above all: a file per process, the pid list, the
+ * parents) cost more than the CPU and memory ones; at 10 ms they were most
+ * of the sampler's CPU. Between readings the sampler's native loop needs
+ * nothing from this probe (`captured` has no files). Due 2.5 ms early, so a
+ * late wake-up does not push the reading a whole interval further.
  */
-const IO_MS = 10;
-const DUE = 0.75;
+const IO_MS = 100;
+const JITTER_MS = 2.5;
 const READ = keyBytes("Read");
 const WRITE = keyBytes("Write");
 const V2_KEYS = ["rbytes=", "wbytes=", "rios=", "wios="].map(keyBytes);
@@ -80,7 +83,7 @@ export function defineBlkioCollector(options: BlkioOptions = {}) {
     name: "blkio",
     description: "disk bytes and ops from cgroup blkio/io.stat, or /proc/<pid>/io where those stay empty",
     metrics: METRICS,
-    open(target): Probe | { unavailable: string } {
+    open(target): CapturingProbe | { unavailable: string } {
       const roots = resolveRoots(options);
       const cg = findContainerCgroup(target, roots);
       if ("unavailable" in cg) return cg;
@@ -100,7 +103,7 @@ export function defineBlkioCollector(options: BlkioOptions = {}) {
       // Which source each reported counter last came from, and so the probe's `source`: early on /proc
       // can show dirtied pages io.stat has not counted yet; once the cgroup's count passes them, it is the source again.
       const reportedFromProc = [false, false];
-      let lastRead = -Infinity;
+      let due = -Infinity;
       let gone = false;
       const cgroupSource = cg.version === 2 ? `cgroup v2 ${dir}/io.stat` : `cgroup v1 ${dir}/blkio.throttle.io_service_bytes,io_serviced`;
       return {
@@ -110,13 +113,21 @@ export function defineBlkioCollector(options: BlkioOptions = {}) {
             ? `/proc/<pid>/io of the container's processes (${cgroup[0]! + cgroup[1]! === 0 ? "cgroup blkio files empty; ops not measured" : `where ${cgroupSource} had none`})`
             : cgroupSource;
         },
+        captured: {
+          files: [],
+          liveDueMs: () => due,
+          decode(out: MetricBuffer): boolean {
+            out.values.fill(NaN, out.base, out.base + METRICS.length);
+            return !gone;
+          },
+        },
         read(out: MetricBuffer): boolean {
           if (gone) return false;
-          if (out.monotonicMs - lastRead < IO_MS * DUE) {
+          if (out.monotonicMs < due) {
             out.values.fill(NaN, out.base, out.base + METRICS.length);
             return true;
           }
-          lastRead = out.monotonicMs;
+          due = out.monotonicMs + IO_MS - JITTER_MS;
           if (!reread(bytesFile)) {
             // The cgroup is gone, so are its processes: what /proc's fallback settles from their
             // reaping (what they did after their last reading) makes one last row, if it adds anything.

@@ -2,10 +2,15 @@
  * Reading cgroup and /proc files on the hot path: each file is opened once
  * and re-read from offset 0 (pread) into a buffer of its own, then parsed
  * straight from the bytes. Nothing here allocates after `openStatFile`.
+ *
+ * A probe may also let the sampler do those re-reads for it (`CapturedReads`):
+ * the sampler's native loop reads the files on the ticks between the probe's
+ * own reads, and the probe parses the bytes later, from the same buffers.
  */
 import { closeSync, openSync, readSync } from "node:fs";
+import type { MetricBuffer, Probe } from "../../core/contracts/types.ts";
 
-/** A kernel stat file held open for re-reading. `length` is the size of the last read. */
+/** A kernel stat file held open for re-reading. `length` is the size of the last read; negative when it failed (or, captured, was not read). */
 export interface StatFile {
   readonly path: string;
   readonly fd: number;
@@ -31,9 +36,45 @@ export function reread(file: StatFile): boolean {
     file.length = readSync(file.fd, file.buf, 0, file.buf.length, 0);
     return true;
   } catch {
-    file.length = 0;
+    file.length = -1;
     return false;
   }
+}
+
+/** StatFile.length of a captured file the native loop did not read on that tick (not due). */
+export const NOT_READ = -2;
+
+/** A file re-read by the sampler's native loop: every tick (`everyMs` 0), or at most every `everyMs`. */
+export interface CapturedFile {
+  readonly file: StatFile;
+  readonly everyMs: number;
+  /** MetricBuffer.monotonicMs from which it is next due (ignored when everyMs is 0). */
+  dueMs(): number;
+}
+
+/**
+ * What a probe lets the sampler's native loop read for it. The sampler
+ * calls `read` itself on the tick at `liveDueMs()` (and whenever it samples
+ * in JS); on the ticks before, the loop re-reads `files` and `decode` turns
+ * their bytes, left in each file's `buf` and `length` (negative: failed, or
+ * not due on that tick), into the row `read` would have written. decode runs
+ * on the sampling thread, later, in tick order; it allocates nothing.
+ */
+export interface CapturedReads {
+  readonly files: readonly CapturedFile[];
+  /** MetricBuffer.monotonicMs of the first tick that needs `read` itself. */
+  liveDueMs(): number;
+  /** Fills the row from the captured bytes; `readMs` is when the loop read them (performance.now() clock). False: the target is gone. */
+  decode(out: MetricBuffer, readMs: number): boolean;
+}
+
+/** A probe that offers its reads to the native loop. */
+export type CapturingProbe = Probe & { readonly captured: CapturedReads };
+
+/** The probe's captured reads, if it offers them. */
+export function capturedReadsOf(probe: Probe): CapturedReads | undefined {
+  const captured = (probe as Partial<CapturingProbe>).captured;
+  return captured && typeof captured.decode === "function" ? captured : undefined;
 }
 
 /** Closes a file opened by openStatFile; never throws. */

@@ -1,15 +1,20 @@
 /**
  * The cgroup collector: CPU, memory, pids and pressure of a container, read
  * from its cgroup files on v1, v2 and hybrid hosts. CPU and memory usage are
- * read every sample; the breakdown (memory.stat, user/system, throttling,
- * peak, OOM kills, pids) at most every ~10 ms, because memory.stat alone
- * costs more than everything else together; PSI and the limit about once a
- * second (the kernel recomputes avg10 only every 2 s). Rows in between leave
- * those slots NaN: not measured then.
+ * read every sample; memory.stat (working set, rss, cache) at most every
+ * ~10 ms, because it alone costs more than everything else together; the
+ * rest of the breakdown (user/system, throttling, peak, OOM kills, pids:
+ * counters, a high-water mark and a slow gauge) about every 100 ms; PSI and
+ * the limit about once a second (the kernel recomputes avg10 only every
+ * 2 s). Rows in between leave those slots NaN: not measured then.
+ *
+ * Usage and memory.stat are files the sampler's native loop may re-read
+ * itself between the probe's own reads (`captured`): at 1 kHz a JS tick
+ * then runs about ten times a second instead of a thousand.
  */
 import { builtinCollector, defineCollector } from "../../core/contracts/plugin-sdk.ts";
 import type { Collector, MetricBuffer, Probe } from "../../core/contracts/types.ts";
-import { closeStatFile } from "./files.ts";
+import { closeStatFile, NOT_READ, reread, type CapturedFile, type CapturingProbe } from "./files.ts";
 import { findContainerCgroup, hostMemoryBytes, resolveRoots, type CgroupRoots } from "./paths.ts";
 import { MEM_USAGE, METRICS, openV1, openV2, PERCENT, USAGE, type Reader } from "./readers.ts";
 
@@ -19,13 +24,18 @@ export interface CgroupOptions extends CgroupRoots {
   clock?: () => number;
 }
 
-const DETAIL_MS = 10;
+const WORKING_SET_MS = 10;
+const BREAKDOWN_MS = 100;
 const CPU_WINDOW_MS = 100;
 /** A series younger than this has no cpu.percent yet: over a shorter span one tick is more than 2 %. */
 const CPU_MIN_WINDOW_MS = 50;
 const SLOW_MS = 1000;
-/** A tier is due once this share of its period has passed, so a 10 ms interval reads the detail every sample despite jitter. */
-const DUE = 0.75;
+/**
+ * A tier is due this much before its period has passed, so that late
+ * wake-ups do not push it a whole interval further: at the default 10 ms
+ * interval memory.stat is in every row, the breakdown in every tenth.
+ */
+const JITTER_MS = 2.5;
 
 /**
  * cpu.percent: Δusage over Δwall time back to the newest sample at least
@@ -60,35 +70,63 @@ function defineRateWindow() {
   };
 }
 
-function openProbe(reader: Reader, clock: () => number): Probe {
+function openProbe(reader: Reader, clock: () => number): CapturingProbe {
   const order = [...reader.slots].sort((a, b) => a - b);
   const slotOf = Int32Array.from(order);
   const v = new Float64Array(METRICS.length);
   const window = defineRateWindow();
-  let lastDetail = -Infinity;
-  let lastSlow = -Infinity;
+  const workingSet = reader.workingSetFile;
+  let workingSetDue = -Infinity;
+  let breakdownDue = -Infinity;
+  let slowDue = -Infinity;
+  const write = (out: MetricBuffer): void => {
+    const values = out.values;
+    const base = out.base;
+    for (let i = 0; i < slotOf.length; i++) values[base + i] = v[slotOf[i]!]!;
+  };
+  const captured: CapturedFile[] = reader.fastFiles.map((file) => ({ file, everyMs: 0, dueMs: () => -Infinity }));
+  if (workingSet) captured.push({ file: workingSet, everyMs: WORKING_SET_MS - JITTER_MS, dueMs: () => workingSetDue });
   return {
     metrics: order.map((i) => METRICS[i]!),
     source: reader.source,
     read(out: MetricBuffer): boolean {
       v.fill(NaN);
-      if (!reader.fast(v)) return false;
+      for (let i = 0; i < reader.fastFiles.length; i++) reread(reader.fastFiles[i]!);
+      if (!reader.parseFast(v)) return false;
       const now = out.monotonicMs;
       // the rate's own clock is read right after the counter: a thread preempted between the
       // sample's timestamp and this read would otherwise book a late read against an early time
       v[PERCENT] = window.percent(clock(), v[USAGE]!);
-      if (now - lastDetail >= DETAIL_MS * DUE) {
-        reader.detail(v);
-        lastDetail = now;
+      if (workingSet && now >= workingSetDue) {
+        reread(workingSet);
+        reader.parseWorkingSet(v);
+        workingSetDue = now + WORKING_SET_MS - JITTER_MS;
       }
-      if (now - lastSlow >= SLOW_MS * DUE) {
+      if (now >= breakdownDue) {
+        reader.breakdown(v);
+        breakdownDue = now + BREAKDOWN_MS - JITTER_MS;
+      }
+      if (now >= slowDue) {
         reader.slow(v);
-        lastSlow = now;
+        slowDue = now + SLOW_MS - JITTER_MS;
       }
-      const values = out.values;
-      const base = out.base;
-      for (let i = 0; i < slotOf.length; i++) values[base + i] = v[slotOf[i]!]!;
+      write(out);
       return true;
+    },
+    captured: {
+      files: captured,
+      liveDueMs: () => Math.min(breakdownDue, slowDue),
+      decode(out: MetricBuffer, readMs: number): boolean {
+        v.fill(NaN);
+        if (!reader.parseFast(v)) return false;
+        v[PERCENT] = window.percent(readMs, v[USAGE]!);
+        if (workingSet && workingSet.length !== NOT_READ) {
+          reader.parseWorkingSet(v);
+          workingSetDue = out.monotonicMs + WORKING_SET_MS - JITTER_MS;
+        }
+        write(out);
+        return true;
+      },
     },
     close() {
       for (const file of reader.files) closeStatFile(file);

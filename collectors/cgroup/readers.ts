@@ -1,7 +1,9 @@
 /**
  * How each cgroup version's files are read into the cgroup collector's
  * metric slots: which file fills which metric, and in which tier (fast:
- * every sample; detail: at most every ~10 ms; slow: about once a second).
+ * every sample; working set: memory.stat; breakdown: the rest of the CPU
+ * and memory figures; slow: the limit and PSI). How often each tier is read
+ * is the collector's choice (index.ts).
  * v1 reads one directory per controller, v2 one directory; a hybrid v1 host
  * adds PSI from the container's directory in the unified tree.
  */
@@ -53,9 +55,16 @@ export interface Reader {
   files: StatFile[];
   /** Slots the files can fill. */
   slots: Set<number>;
-  /** CPU and memory usage; false when the cgroup is gone. */
-  fast(v: Float64Array): boolean;
-  detail(v: Float64Array): void;
+  /** CPU and memory usage, re-read every sample (by the caller, or by the sampler's native loop). */
+  fastFiles: StatFile[];
+  /** Parses the fast files' last reads; false when none of them could be read (the cgroup is gone). */
+  parseFast(v: Float64Array): boolean;
+  /** memory.stat (working set, rss, cache), re-read by the caller as often as it wants the working set. */
+  workingSetFile: StatFile | null;
+  /** Parses memory.stat's last read; after parseFast, as the working set is usage less inactive file pages. */
+  parseWorkingSet(v: Float64Array): void;
+  /** Re-reads and parses the rest of the breakdown: user/system, throttling, peak, OOM kills, pids. */
+  breakdown(v: Float64Array): void;
   slow(v: Float64Array): void;
 }
 
@@ -122,13 +131,23 @@ export function openV1(cg: ContainerCgroup, hostMemory: number): Reader {
       (slots.has(PSI) ? `, PSI from ${cg.unified}` : ""),
     files,
     slots,
-    fast(v) {
+    fastFiles: [usage, memUsage].filter((f): f is StatFile => f !== null),
+    parseFast(v) {
       let alive = false;
-      if (usage && reread(usage)) (v[USAGE] = fileNumber(usage)), (alive = true);
-      if (memUsage && reread(memUsage)) (v[MEM_USAGE] = fileNumber(memUsage)), (alive = true);
+      if (usage && usage.length >= 0) (v[USAGE] = fileNumber(usage)), (alive = true);
+      if (memUsage && memUsage.length >= 0) (v[MEM_USAGE] = fileNumber(memUsage)), (alive = true);
       return alive;
     },
-    detail(v) {
+    workingSetFile: memStat,
+    parseWorkingSet(v) {
+      if (!memStat || memStat.length < 0) return;
+      keyedValues(memStat, statKeys, stat);
+      v[RSS] = Number.isNaN(stat[0]!) ? stat[3]! : stat[0]!;
+      v[CACHE] = Number.isNaN(stat[1]!) ? stat[4]! : stat[1]!;
+      const inactiveFile = Number.isNaN(stat[2]!) ? stat[5]! : stat[2]!;
+      v[WORKING_SET] = Math.max(0, v[MEM_USAGE]! - inactiveFile);
+    },
+    breakdown(v) {
       if (user && reread(user)) v[USER] = fileNumber(user);
       if (system && reread(system)) v[SYSTEM] = fileNumber(system);
       if (cpuStat && reread(cpuStat)) {
@@ -136,13 +155,6 @@ export function openV1(cg: ContainerCgroup, hostMemory: number): Reader {
         v[NR_THROTTLED] = stat[0]!;
         v[THROTTLED] = stat[1]!;
         v[NR_PERIODS] = stat[2]!;
-      }
-      if (memStat && reread(memStat)) {
-        keyedValues(memStat, statKeys, stat);
-        v[RSS] = Number.isNaN(stat[0]!) ? stat[3]! : stat[0]!;
-        v[CACHE] = Number.isNaN(stat[1]!) ? stat[4]! : stat[1]!;
-        const inactiveFile = Number.isNaN(stat[2]!) ? stat[5]! : stat[2]!;
-        v[WORKING_SET] = Math.max(0, v[MEM_USAGE]! - inactiveFile);
       }
       if (peak && reread(peak)) v[PEAK] = fileNumber(peak);
       if (oom && reread(oom)) {
@@ -184,9 +196,10 @@ export function openV2(cg: ContainerCgroup, hostMemory: number): Reader {
     source: `cgroup v2 ${dir}`,
     files,
     slots,
-    fast(v) {
+    fastFiles: [cpuStat, current].filter((f): f is StatFile => f !== null),
+    parseFast(v) {
       let alive = false;
-      if (cpuStat && reread(cpuStat)) {
+      if (cpuStat && cpuStat.length >= 0) {
         keyedValues(cpuStat, cpuKeys, cpu);
         v[USAGE] = cpu[0]! * 1000;
         v[USER] = cpu[1]! * 1000;
@@ -196,16 +209,18 @@ export function openV2(cg: ContainerCgroup, hostMemory: number): Reader {
         v[NR_PERIODS] = cpu[5]!;
         alive = true;
       }
-      if (current && reread(current)) (v[MEM_USAGE] = fileNumber(current)), (alive = true);
+      if (current && current.length >= 0) (v[MEM_USAGE] = fileNumber(current)), (alive = true);
       return alive;
     },
-    detail(v) {
-      if (memStat && reread(memStat)) {
-        keyedValues(memStat, statKeys, stat);
-        v[RSS] = stat[0]!;
-        v[CACHE] = stat[1]!;
-        v[WORKING_SET] = Math.max(0, v[MEM_USAGE]! - stat[2]!);
-      }
+    workingSetFile: memStat,
+    parseWorkingSet(v) {
+      if (!memStat || memStat.length < 0) return;
+      keyedValues(memStat, statKeys, stat);
+      v[RSS] = stat[0]!;
+      v[CACHE] = stat[1]!;
+      v[WORKING_SET] = Math.max(0, v[MEM_USAGE]! - stat[2]!);
+    },
+    breakdown(v) {
       if (peak && reread(peak)) v[PEAK] = fileNumber(peak);
       if (events && reread(events)) {
         keyedValues(events, OOM_KEYS, stat);

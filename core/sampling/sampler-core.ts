@@ -2,9 +2,13 @@
  * The sampling loop shared by the sampler's worker thread and its
  * main-thread fallback: the watched series, one drift-free schedule for all
  * of them, batches, and the achieved-interval histogram. It never waits or
- * sleeps itself; its driver calls `tick()` at `nextDue()`.
+ * sleeps itself; its driver calls `tick()` at `nextDue()`, or hands the
+ * ticks until the next one that needs JavaScript to the native loop with
+ * `capture()`, which decodes what the loop read, in order, when it returns.
  */
 import { existsSync } from "node:fs";
+import { capturedReadsOf, type CapturedReads, type StatFile } from "../../collectors/cgroup/files.ts";
+import { SCHED, type CaptureArgs, type SamplingLoop } from "../../native/sampling-loop.ts";
 import { pluginError } from "../contracts/errors.ts";
 import { columnKey, isUnavailable, type Collector, type MetricBuffer, type MetricColumn, type Probe, type Target } from "../contracts/types.ts";
 
@@ -27,6 +31,8 @@ export interface IntervalReport {
   p50: number;
   p99: number;
   samples: number;
+  /** Of those ticks, how many the native loop took (the rest ran in JS). */
+  nativeTicks?: number;
 }
 
 /** The core's collectors, schedule, batching, clock origin, and where its events go. */
@@ -71,16 +77,35 @@ function defineIntervalHistogram(targetMs: number) {
     report(): IntervalReport {
       return { target: targetMs, p50: quantile(0.5), p99: quantile(0.99), samples: count };
     },
+
   };
 }
 
 interface OpenProbe {
   collector: string;
   probe: Probe;
+  /** The reads it lets the native loop do; without them every tick of its series runs in JS. */
+  captured: CapturedReads | undefined;
   offset: number;
   width: number;
   live: boolean;
 }
+
+/** What the native loop reads for the series being sampled, rebuilt whenever series or probes change. */
+interface CapturePlan {
+  structure: number;
+  /** One group of files per series, in this order. */
+  series: Series[];
+  files: StatFile[];
+  args: CaptureArgs;
+  /** Per file: the probe's CapturedFile.dueMs (files read every tick have none). */
+  dueOf: Array<(() => number) | null>;
+  /** The data ring as a Buffer, to copy a tick's bytes into each file's own buffer without allocating. */
+  ring: Buffer;
+}
+
+/** The longest stretch the native loop runs before the sampling thread looks again (rows reach batches at least this often). */
+const CAPTURE_STRETCH_MS = 250;
 
 interface Series {
   id: number;
@@ -116,6 +141,10 @@ export function defineSamplingCore(options: CoreOptions) {
   let lastTickMs = NaN;
   /** The schedule slot the next full tick belongs to; ticks before it only look for pending cgroups. */
   let slotMs = -Infinity;
+  /** Bumped whenever the set of series or of live probes changes: the capture plan is rebuilt then. */
+  let structure = 0;
+  let plan: CapturePlan | null = null;
+  let nativeTicks = 0;
 
   const warn = (message: string): void => emit({ type: "warning", message });
 
@@ -132,6 +161,7 @@ export function defineSamplingCore(options: CoreOptions) {
 
   const closeProbe = (p: OpenProbe): void => {
     p.live = false;
+    structure++;
     try {
       p.probe.close();
     } catch {
@@ -139,8 +169,12 @@ export function defineSamplingCore(options: CoreOptions) {
     }
   };
 
-  /** Takes one row; false when no probe of the series is live any more. */
-  const sample = (s: Series, now: number): boolean => {
+  /**
+   * Takes one row; false when no probe of the series is live any more. With
+   * `readMs`, the native loop read the probes' files at `now` (their bytes
+   * are in the files' buffers) and the probes decode them instead of reading.
+   */
+  const sample = (s: Series, now: number, readMs?: number): boolean => {
     if (s.rows === s.capacity) allocate(s, s.capacity * 2);
     const rowBase = s.rows * s.width;
     s.values.fill(NaN, rowBase, rowBase + s.width);
@@ -152,7 +186,7 @@ export function defineSamplingCore(options: CoreOptions) {
       if (!p.live) continue;
       buffer.base = rowBase + p.offset;
       try {
-        if (p.probe.read(buffer)) {
+        if (readMs === undefined ? p.probe.read(buffer) : p.captured!.decode(buffer, readMs)) {
           wrote = live = true;
           continue;
         }
@@ -193,6 +227,7 @@ export function defineSamplingCore(options: CoreOptions) {
     flush(s);
     for (const p of s.probes) if (p.live) closeProbe(p);
     s.state = "ended";
+    structure++;
     const at = sampling.indexOf(s);
     if (at >= 0) sampling.splice(at, 1);
   };
@@ -231,7 +266,7 @@ export function defineSamplingCore(options: CoreOptions) {
         } else unavailable.push([collector.name, opened.unavailable]);
         continue;
       }
-      probes.push({ collector: collector.name, probe: opened, offset: columns.length, width: opened.metrics.length, live: true });
+      probes.push({ collector: collector.name, probe: opened, captured: capturedReadsOf(opened), offset: columns.length, width: opened.metrics.length, live: true });
       for (const spec of opened.metrics) {
         let key = columnKey(spec);
         if (keys.has(key)) key = `${key}@${collector.name}`;
@@ -250,6 +285,7 @@ export function defineSamplingCore(options: CoreOptions) {
     }
     s.waitFor = null;
     s.probes = probes;
+    structure++;
     s.width = columns.length;
     allocate(s, Math.ceil(batchMs / intervalMs) + 8);
     return columns;
@@ -265,6 +301,106 @@ export function defineSamplingCore(options: CoreOptions) {
       else end(s);
     }
     return true;
+  };
+
+  /** The plan for the series now sampled; null when one of them needs JS on every tick. */
+  const capturePlan = (flag: Int32Array): CapturePlan | null => {
+    if (plan && plan.structure === structure) return plan;
+    plan = null;
+    if (sampling.length === 0) return null;
+    const files: StatFile[] = [];
+    const dueOf: CapturePlan["dueOf"] = [];
+    const every: number[] = [];
+    const groupEnds: number[] = [];
+    for (const s of sampling) {
+      if (s.waitFor !== null || s.state === "ended") return null;
+      for (const p of s.probes) {
+        if (!p.live) continue;
+        if (!p.captured) return null;
+        for (const c of p.captured.files) {
+          files.push(c.file);
+          every.push(c.everyMs);
+          dueOf.push(c.everyMs > 0 ? c.dueMs : null);
+        }
+      }
+      groupEnds.push(files.length);
+    }
+    const offsets: number[] = [];
+    let recordBytes = 0;
+    for (const file of files) {
+      offsets.push(recordBytes);
+      recordBytes += (file.buf.length + 7) & ~7;
+    }
+    const capacity = Math.min(1024, Math.ceil(CAPTURE_STRETCH_MS / intervalMs) + 2);
+    const ring = Buffer.alloc(Math.max(1, capacity * recordBytes));
+    // bun:ffi passes no pointer for an empty array: a series whose probes need no files still gets one slot
+    const array = <T extends Int32Array | Float64Array>(make: new (n: number) => T, values: ArrayLike<number>): T => {
+      const out = new make(Math.max(1, values.length));
+      out.set(values);
+      return out;
+    };
+    plan = {
+      structure,
+      series: [...sampling],
+      files,
+      dueOf,
+      ring,
+      args: {
+        flag,
+        sched: new Float64Array(4),
+        nfiles: files.length,
+        fds: array(Int32Array, files.map((f) => f.fd)),
+        caps: array(Int32Array, files.map((f) => f.buf.length)),
+        offsets: array(Int32Array, offsets),
+        every: array(Float64Array, every),
+        due: array(Float64Array, every),
+        ngroups: groupEnds.length,
+        groupEnds: array(Int32Array, groupEnds),
+        times: new Float64Array(capacity * (groupEnds.length + 1)),
+        lengths: new Int32Array(Math.max(1, capacity * files.length)),
+        data: ring,
+        recordBytes,
+        capacity,
+      },
+    };
+    return plan;
+  };
+
+  /** Samples every series from the ticks the native loop recorded, in order, as tick() would have. */
+  const decode = (current: CapturePlan, ticks: number, toEpoch: number, monotonicToNow: number): void => {
+    const a = current.args;
+    const groups = a.ngroups;
+    for (let k = 0; k < ticks; k++) {
+      const row = k * (groups + 1);
+      const now = a.times[row]! + toEpoch;
+      if (!Number.isNaN(lastTickMs)) histogram.add(now - lastTickMs);
+      lastTickMs = now;
+      nativeTicks++;
+      let f = 0;
+      for (let g = 0; g < groups; g++) {
+        const s = current.series[g]!;
+        const groupEnd = a.groupEnds[g]!;
+        if (s.state === "ended") {
+          f = groupEnd;
+          continue;
+        }
+        for (; f < groupEnd; f++) {
+          const file = current.files[f]!;
+          const length = a.lengths[k * a.nfiles + f]!;
+          file.length = length;
+          if (length > 0) {
+            const start = k * a.recordBytes + a.offsets[f]!;
+            current.ring.copy(file.buf, 0, start, start + length);
+          }
+        }
+        if (now - s.lastSampleMs < intervalMs / 2) continue;
+        const live = sample(s, now, a.times[row + 1 + g]! + monotonicToNow);
+        if (!live || (s.state === "finishing" && now >= s.deadlineMs)) {
+          if (s.state === "finishing") finalize(s);
+          else end(s);
+        } else if (s.rows > 0 && now - s.batchStartMs >= batchMs) flush(s);
+      }
+    }
   };
 
   /** True when every path a pending series waits for exists (a stat each, nothing allocated). */
@@ -296,6 +432,7 @@ export function defineSamplingCore(options: CoreOptions) {
       }
       series.set(id, s);
       sampling.push(s);
+      structure++;
       const columns = open(s, pending);
       if (s.waitFor === null && (s.probes.length === 0 || !sample(s, now))) end(s);
       return { columns, sources: sourcesOf(s) };
@@ -369,8 +506,52 @@ export function defineSamplingCore(options: CoreOptions) {
       if (sampling.length === 0) lastTickMs = NaN;
     },
 
+    /**
+     * Lets the native loop take the ticks until the next one that needs JS
+     * (a probe's slower tier, a finishing series' deadline, at most every
+     * 250 ms), then decodes what it read, tick by tick, as `tick()` would
+     * have sampled it. Returns the LOOP reason it handed back for (on
+     * LOOP.live the next slot, `nextDue()`, is the caller's to tick), or 0 when the loop cannot take the
+     * next tick: a series waits for its cgroup, a probe offers no captured
+     * reads, or the next tick is the one JS is due for.
+     */
+    capture(loop: SamplingLoop, flag: Int32Array): number {
+      const current = capturePlan(flag);
+      if (!current) return 0;
+      const now = epochNow();
+      let liveMs = now + CAPTURE_STRETCH_MS;
+      for (let i = 0; i < current.series.length; i++) {
+        const s = current.series[i]!;
+        if (s.state === "finishing" && s.deadlineMs < liveMs) liveMs = s.deadlineMs;
+        for (let j = 0; j < s.probes.length; j++) {
+          const p = s.probes[j]!;
+          if (!p.live) continue;
+          const due = p.captured!.liveDueMs() + epochOriginMs;
+          if (due < liveMs) liveMs = due;
+        }
+      }
+      // the live tick is the first slot at or after that time; the loop takes the slots before it
+      const next = now < anchorMs ? anchorMs : anchorMs + intervalMs * (Math.floor((now - anchorMs) / intervalMs) + 1);
+      const liveSlot = liveMs <= anchorMs ? anchorMs : anchorMs + intervalMs * Math.ceil((liveMs - anchorMs) / intervalMs - 1e-9);
+      if (liveSlot <= next + intervalMs / 2) return 0;
+      // CLOCK_MONOTONIC ms = epoch ms - toEpoch
+      const toEpoch = performance.timeOrigin + loop.monotonicToNow;
+      const a = current.args;
+      a.sched[SCHED.anchor] = anchorMs - toEpoch;
+      a.sched[SCHED.interval] = intervalMs;
+      a.sched[SCHED.live] = liveSlot - toEpoch;
+      a.sched[SCHED.ticks] = 0;
+      for (let f = 0; f < a.nfiles; f++) {
+        const due = current.dueOf[f];
+        a.due[f] = due ? due() + epochOriginMs - toEpoch : -Infinity;
+      }
+      const reason = loop.capture(a);
+      decode(current, a.sched[SCHED.ticks]!, toEpoch, loop.monotonicToNow);
+      return reason;
+    },
+
     intervals(): IntervalReport {
-      return histogram.report();
+      return { ...histogram.report(), nativeTicks };
     },
 
     /** Stops every series and releases the collectors' host-wide resources. */

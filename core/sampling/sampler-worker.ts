@@ -1,16 +1,21 @@
 /**
  * The sampler's worker thread. It builds its own collectors from their
- * `portable` recipes, then never returns to its event loop: it sleeps in
- * Atomics.wait until the next slot of the schedule or until the main thread
- * flags a command, so its intervals do not depend on what the main thread
- * (sinks, the engine, garbage collection) is doing. Commands come on a
- * MessagePort read with receiveMessageOnPort; batches and replies go back on
- * it. The compiled binary must list this file as an extra entrypoint.
+ * `portable` recipes, then never returns to its event loop: it sleeps until
+ * the next slot of the schedule or until the main thread flags a command,
+ * so its intervals do not depend on what the main thread (sinks, the
+ * engine, garbage collection) is doing. Where every probe offers captured
+ * reads, it sleeps in the native loop (native/sampling-loop.ts), which takes
+ * the ticks between the probes' slower tiers without waking JavaScript;
+ * otherwise, or where the loop cannot be built, in Atomics.wait. Commands
+ * come on a MessagePort read with receiveMessageOnPort; batches and replies
+ * go back on it. The compiled binary must list this file as an extra
+ * entrypoint.
  */
 import { readlinkSync } from "node:fs";
 import { setPriority } from "node:os";
 import { receiveMessageOnPort, type MessagePort } from "node:worker_threads";
 import { builtinCollectors, loadBuiltinCollector } from "../../collectors/index.ts";
+import { LOOP, openSamplingLoop, type SamplingLoop } from "../../native/sampling-loop.ts";
 import { createPluginCollector } from "../registry/plugin-loader.ts";
 import { defineSamplingCore, epochNow, type CoreEvent } from "./sampler-core.ts";
 import { CTRL, type WorkerCommand, type WorkerInit, type WorkerMessage } from "./sampler.ts";
@@ -45,7 +50,8 @@ function raisePriority(): void {
   }
 }
 
-function run(init: WorkerInit, collectors: Collector[], port: MessagePort): void {
+function run(init: WorkerInit, collectors: Collector[], port: MessagePort, native: SamplingLoop | null): void {
+  let loop = native;
   const { ctrl } = init;
   raisePriority();
   const post = (message: WorkerMessage): void => {
@@ -97,8 +103,21 @@ function run(init: WorkerInit, collectors: Collector[], port: MessagePort): void
   for (;;) {
     if (epochNow() >= due) core.tick();
     due = core.nextDue();
+    let captured = 0;
+    try {
+      if (loop && Atomics.load(ctrl, CTRL.wake) === 0) captured = core.capture(loop, ctrl);
+    } catch (e) {
+      // a fault of the native path must not stop sampling: JS ticks from here on
+      loop = null;
+      post({ type: "warning", message: `native sampling loop failed (${e instanceof Error ? e.message : String(e)}); sampling in JS from now on` });
+    }
+    if (captured === LOOP.full || captured === LOOP.gone) {
+      due = Infinity; // decoded; the next slot is the loop's again
+      continue;
+    }
+    if (captured === LOOP.live) due = core.nextDue(); // the slot JS ticks itself, after the loop's last
     const wait = due - epochNow();
-    if (wait > 0 && Atomics.load(ctrl, CTRL.wake) === 0) Atomics.wait(ctrl, CTRL.wake, 0, Number.isFinite(wait) ? wait : undefined);
+    if (captured !== LOOP.command && wait > 0 && Atomics.load(ctrl, CTRL.wake) === 0) Atomics.wait(ctrl, CTRL.wake, 0, Number.isFinite(wait) ? wait : undefined);
     if (Atomics.exchange(ctrl, CTRL.wake, 0) === 0) continue;
     for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) {
       if (!handle(m.message as WorkerCommand)) {
@@ -121,7 +140,9 @@ self.onmessage = async (event: MessageEvent) => {
     Atomics.notify(init.ctrl, CTRL.ready);
     return;
   }
+  const loop = init.nativeLoop ? openSamplingLoop() : "not asked for";
+  init.port.postMessage({ type: "loop", waker: typeof loop === "string" ? null : loop.waker, why: typeof loop === "string" ? loop : undefined } satisfies WorkerMessage);
   Atomics.store(init.ctrl, CTRL.ready, 1);
   Atomics.notify(init.ctrl, CTRL.ready);
-  run(init, collectors, init.port);
+  run(init, collectors, init.port, typeof loop === "string" ? null : loop);
 };

@@ -4,16 +4,21 @@
  * wall-clock time on each row, batches to the runner, and a report of the
  * intervals it really achieved.
  *
- * Sampling runs in a worker thread sleeping in Atomics.wait, which keeps
- * 1 kHz steady whatever the main thread does (measured here: p50 1.000 ms
- * with the main thread busy, against 1.09 ms and a p99 of 15 ms for timers
- * on the main thread). The main thread's calls stay synchronous: commands
- * wake the worker through shared memory and the answer is read with
+ * Sampling runs in a worker thread, which keeps 1 kHz steady whatever the
+ * main thread does (measured here: p50 1.000 ms with the main thread busy,
+ * against 1.09 ms and a p99 of 15 ms for timers on the main thread). The
+ * worker sleeps in a native loop (native/sampling-loop.ts) that reads the
+ * built-in probes' every-sample files itself, waking JavaScript only for
+ * their slower tiers (about 10 times a second), or, for probes without
+ * captured reads, in Atomics.wait with a JS tick per sample. The main
+ * thread's calls stay synchronous: commands wake the worker through shared
+ * memory (and the native loop's futex) and the answer is read with
  * receiveMessageOnPort. When a collector has no `portable` recipe, or the
- * worker cannot start, the same core runs on the main thread instead.
+ * worker cannot start, the same core runs on the main thread instead, in JS.
  */
 import { MessageChannel, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
 import { builtinCollectors } from "../../collectors/index.ts";
+import { wakeSamplingLoop, type LoopWaker } from "../../native/sampling-loop.ts";
 import { CpostError } from "../contracts/errors.ts";
 import { defineSamplingCore, epochNow, type CoreEvent, type IntervalReport, type SamplingCore, type SeriesShape } from "./sampler-core.ts";
 import type { Collector, MetricColumn, SampleBatch, Target } from "../contracts/types.ts";
@@ -33,6 +38,8 @@ export interface SamplerOptions {
   originMs?: number;
   /** Force sampling on the main thread (tests, comparisons). Default false. */
   mainThread?: boolean;
+  /** Let the worker sample in the native loop where the probes allow it (default true; false: a JS tick per sample, for comparisons). */
+  nativeLoop?: boolean;
 }
 
 /** One watched container. */
@@ -60,6 +67,7 @@ export interface WorkerInit {
   intervalMs: number;
   batchMs: number;
   epochOriginMs: number;
+  nativeLoop: boolean;
   ctrl: Int32Array;
   port: MessagePort;
 }
@@ -74,7 +82,12 @@ export type WorkerCommand =
   | { op: "close"; seq: number };
 
 /** Worker → main. */
-export type WorkerMessage = CoreEvent | { type: "reply"; seq: number; result: unknown; error?: string } | { type: "failed"; message: string };
+export type WorkerMessage =
+  | CoreEvent
+  | { type: "reply"; seq: number; result: unknown; error?: string }
+  | { type: "failed"; message: string }
+  /** Sent once before ready: how to wake the native loop, or why the worker samples in JS. */
+  | { type: "loop"; waker: LoopWaker | null; why?: string };
 
 /** How the worker rebuilds a collector: its own recipe, or for a built-in without one, its registry name. */
 function recipeOf(collector: Collector): Collector["portable"] {
@@ -121,7 +134,7 @@ export class Sampler {
   readonly #epochOriginMs: number;
   readonly #watches = new Map<number, WatchState>();
   #engine: Engine | undefined;
-  #worker: { worker: Worker; port: MessagePort; ctrl: Int32Array; error?: string; seq: number } | undefined;
+  #worker: { worker: Worker; port: MessagePort; ctrl: Int32Array; error?: string; seq: number; waker: LoopWaker | null } | undefined;
   #nextId = 1;
   #closed = false;
   #lastIntervals: IntervalReport;
@@ -293,7 +306,7 @@ export class Sampler {
       this.#fallBack(e instanceof Error ? e.message : String(e));
       return;
     }
-    const held = { worker, port: channel.port1, ctrl, seq: 0, error: undefined as string | undefined };
+    const held = { worker, port: channel.port1, ctrl, seq: 0, error: undefined as string | undefined, waker: null as LoopWaker | null };
     this.#worker = held;
     worker.onerror = (event) => {
       held.error = (event as ErrorEvent).message || "the worker failed";
@@ -306,6 +319,7 @@ export class Sampler {
       intervalMs: this.#options.intervalMs,
       batchMs: this.#batchMs,
       epochOriginMs: this.#epochOriginMs,
+      nativeLoop: this.#options.nativeLoop ?? true,
       ctrl,
       port: channel.port2,
     };
@@ -315,6 +329,10 @@ export class Sampler {
   #fromWorker(message: WorkerMessage): void {
     if (message.type === "failed") {
       if (this.#worker) this.#worker.error = message.message;
+      return;
+    }
+    if (message.type === "loop") {
+      if (this.#worker) this.#worker.waker = message.waker;
       return;
     }
     if (message.type !== "reply") this.#handle(message);
@@ -361,6 +379,7 @@ export class Sampler {
     held.port.postMessage(command);
     Atomics.store(held.ctrl, CTRL.wake, 1);
     Atomics.notify(held.ctrl, CTRL.wake);
+    if (held.waker) wakeSamplingLoop(held.waker, held.ctrl);
     return command.seq;
   }
 
