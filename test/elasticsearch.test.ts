@@ -285,6 +285,36 @@ describe("delivery", () => {
     expect(spoolFiles(spool)).toEqual([]);
   });
 
+  test("several nodes (--es-url a,b): when the one in use stops answering, the next takes its requests; nothing spooled, each sample stored once", async () => {
+    const [a, b] = [server(), server()];
+    const spool = tempDir();
+    const batches = series("segment", 4000, { batchRows: 100 });
+    const { sink, out } = await esSink({ url: `${a.url}, ${b.url}` }, { "es-spool-dir": spool });
+    await feed(sink, runInfo("run-nodes"), batches, async (i) => {
+      if (i === 10) {
+        await until("the first documents on the first node", () => (a.count(CONTAINER) > 0 ? true : undefined), 10_000);
+        a.down();
+      }
+    });
+    expect(said(out)).toBe("elasticsearch: 4000 sent, 0 spooled, 0 rejected\n");
+    expect(spoolFiles(spool)).toEqual([]);
+    // Two stand-ins are two stores, not one cluster: between them every sample is there once.
+    const stored = storedSamples(a, CONTAINER);
+    for (const [key, n] of storedSamples(b, CONTAINER)) stored.set(key, (stored.get(key) ?? 0) + n);
+    expect(stored.size).toBe(4000);
+    expect([...stored.values()].filter((n) => n !== 1)).toEqual([]);
+    expect(a.count(CONTAINER)).toBeGreaterThan(0);
+    expect(b.count(CONTAINER)).toBeGreaterThan(0);
+    // Once moved, requests stay on the node that answers: the first one is not asked again.
+    expect(b.requests.filter((r) => r.path === "/_bulk").length).toBeGreaterThan(0);
+    expect(b.requests[0]!.path).not.toBe("/");
+  });
+
+  test("--es-url with several nodes: each must be an http(s) URL", () => {
+    expect(() => elasticsearch({ options: { "es-url": "http://127.0.0.1:9200,localhost:9201", "es-spool-dir": tempDir() } })).toThrow('not localhost: ("localhost:9201")');
+    expect(() => elasticsearch({ options: { "es-url": " , ", "es-spool-dir": tempDir() } })).toThrow("needs a URL");
+  });
+
   test("a restart with a non-empty spool: the next run sends it, exactly once", async () => {
     const s = server();
     const spool = tempDir();

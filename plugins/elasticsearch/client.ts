@@ -9,8 +9,16 @@ import { CpostError } from "../../core/contracts/errors.ts";
 
 /** Where Elasticsearch is and how to talk to it. Credentials live only in `headers`. */
 export interface EsConnection {
-  /** Base URL without credentials or trailing slash; safe to print. */
+  /** The nodes' base URLs without credentials or trailing slash, comma-separated: safe to print. */
   url: string;
+  /**
+   * Every node given (`--es-url a,b,c`). A request that gets no answer from
+   * one (refused, reset, timed out) goes to the next, and later requests
+   * stay there (`active`, shared by copies of the connection): a node lost
+   * mid-run costs one retry, not the spool.
+   */
+  nodes: readonly string[];
+  active: { index: number };
   headers: Record<string, string>;
   tls?: { ca: string };
   timeoutMs: number;
@@ -62,17 +70,22 @@ export function esConnection(options: Record<string, string | undefined>, env: R
       });
     }
   }
-  const raw = options.url ?? env.CPOST_ES_URL;
-  if (!raw) throw new CpostError("usage", "the elasticsearch sink needs a URL", { hint: "give --es-url https://host:9200 or set CPOST_ES_URL" });
-  let parsed: URL;
-  try {
-    parsed = new URL(raw);
-  } catch {
-    throw new CpostError("input", `--es-url ${JSON.stringify(raw)} is not a URL`, { hint: "e.g. --es-url https://localhost:9200" });
-  }
-  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
-    throw new CpostError("input", `--es-url must be http:// or https://, not ${parsed.protocol}`);
-  }
+  const given = (options.url ?? env.CPOST_ES_URL ?? "").split(",").map((u) => u.trim()).filter(Boolean);
+  if (given.length === 0) throw new CpostError("usage", "the elasticsearch sink needs a URL", { hint: "give --es-url https://host:9200 (or several nodes: a,b,c) or set CPOST_ES_URL" });
+  const urls = given.map((text) => {
+    let url: URL;
+    try {
+      url = new URL(text);
+    } catch {
+      throw new CpostError("input", `--es-url ${JSON.stringify(text)} is not a URL`, { hint: "e.g. --es-url https://localhost:9200 (several nodes: comma-separated)" });
+    }
+    if (url.protocol !== "http:" && url.protocol !== "https:") {
+      throw new CpostError("input", `--es-url must be http:// or https://, not ${url.protocol} (${JSON.stringify(text)})`, { hint: "e.g. --es-url https://localhost:9200 (several nodes: comma-separated)" });
+    }
+    return url;
+  });
+  // Credentials in a URL are the first node's; the others are stripped of theirs alike.
+  const parsed = urls[0]!;
   const headers: Record<string, string> = {};
   let credentials = "none";
   const apiKey = secret(options["api-key-file"], "es-api-key-file") ?? env.CPOST_ES_API_KEY;
@@ -86,24 +99,46 @@ export function esConnection(options: Record<string, string | undefined>, env: R
     headers.authorization = `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
     credentials = `user ${user} with the password from ${options["password-file"] ?? (env.CPOST_ES_PASSWORD ? "CPOST_ES_PASSWORD" : "the URL")}`;
   }
-  parsed.username = parsed.password = "";
+  const nodes = [...new Set(urls.map((url) => {
+    url.username = url.password = "";
+    return url.href.replace(/\/+$/, "");
+  }))];
   const caFile = options.ca ?? env.CPOST_ES_CA;
   const ca = caFile ? secret(caFile, "es-ca") : undefined;
-  return { url: parsed.href.replace(/\/+$/, ""), headers, tls: ca ? { ca } : undefined, timeoutMs: 30_000, credentials };
+  return { url: nodes.join(","), nodes, active: { index: 0 }, headers, tls: ca ? { ca } : undefined, timeoutMs: 30_000, credentials };
 }
 
 /** One answer of Elasticsearch, or why none came. */
 export type EsAnswer = { status: number; body: unknown; unreachable?: undefined; enough?: true } | { status: 0; body?: undefined; unreachable: string; enough?: undefined };
 
-/** One request; never throws for network trouble (that is `status: 0`). */
+/**
+ * One request; never throws for network trouble (that is `status: 0`). With
+ * several nodes, one that gives no answer hands the request to the next, each
+ * tried once, and the connection stays with the one that answered. (cpost's
+ * documents carry their own `_id`s, so a request that reached a node before
+ * it failed is stored once: the resend is a 409.)
+ */
 export async function esRequest(
   conn: EsConnection, method: string, path: string, body?: string, contentType = "application/json", signal?: AbortSignal,
   /** Reads a 2xx answer's text first: true when it is enough, and the JSON need not be parsed. */
   enough?: (text: string) => boolean,
 ): Promise<EsAnswer> {
+  const start = conn.active.index;
+  let answer = await requestNode(conn, conn.nodes[start]!, method, path, body, contentType, signal, enough);
+  for (let k = 1; answer.unreachable !== undefined && k < conn.nodes.length && !signal?.aborted; k++) {
+    const index = (start + k) % conn.nodes.length;
+    answer = await requestNode(conn, conn.nodes[index]!, method, path, body, contentType, signal, enough);
+    if (answer.unreachable === undefined) conn.active.index = index;
+  }
+  return answer;
+}
+
+async function requestNode(
+  conn: EsConnection, node: string, method: string, path: string, body: string | undefined, contentType: string, signal: AbortSignal | undefined, enough: ((text: string) => boolean) | undefined,
+): Promise<EsAnswer> {
   const timeout = AbortSignal.timeout(conn.timeoutMs);
   try {
-    const res = await fetch(`${conn.url}${path}`, {
+    const res = await fetch(`${node}${path}`, {
       method,
       body,
       headers: { ...conn.headers, ...(body === undefined ? {} : { "content-type": contentType }), accept: "application/json" },
@@ -119,7 +154,8 @@ export async function esRequest(
     }
   } catch (error) {
     const e = error as Error & { code?: string };
-    return { status: 0, unreachable: e.name === "TimeoutError" ? `no answer within ${conn.timeoutMs} ms` : (e.code ?? e.message) };
+    const why = e.name === "TimeoutError" ? `no answer within ${conn.timeoutMs} ms` : (e.code ?? e.message);
+    return { status: 0, unreachable: conn.nodes.length > 1 ? `${node}: ${why}` : why };
   }
 }
 

@@ -41,7 +41,7 @@ export default defineSink({
   name: "elasticsearch",
   description: "every sample into Elasticsearch with _bulk, spooled to disk while it is down (see docs/elasticsearch.md)",
   options: {
-    url: { description: "the cluster (required, here or in CPOST_ES_URL)" },
+    url: { description: "the cluster: one node, or several comma-separated to go on to the next when one stops answering (required, here or in CPOST_ES_URL)" },
     "api-key-file": { description: "file holding the API key (or CPOST_ES_API_KEY)" },
     user: { description: "basic auth user (or CPOST_ES_USER)" },
     "password-file": { description: "file holding the password (or CPOST_ES_PASSWORD)" },
@@ -78,7 +78,7 @@ function createElasticsearchSink(options: Record<string, string | undefined> & R
   const endMs = duration("end-timeout");
   const cache = process.env.XDG_CACHE_HOME || join(homedir(), ".cache");
   // One spool per cluster, so documents held for one are never sent to another.
-  const cluster = `${new URL(conn.url).host.replace(/[^\w.-]/g, "_")}-${createHash("sha256").update(conn.url).digest("hex").slice(0, 8)}`;
+  const cluster = `${new URL(conn.nodes[0]!).host.replace(/[^\w.-]/g, "_")}-${createHash("sha256").update(conn.url).digest("hex").slice(0, 8)}`;
   const spool = openSpool(join(options["spool-dir"] ?? join(cache, "cpost", "es-spool"), cluster), size("spool-max"));
   const print = (line: string) => out.write(`${line}\n`);
   const said = new Set<string>();
