@@ -9,9 +9,11 @@
  * ~30–90 µs of CPU and each cold syscall after it ~8 µs, so a JS tick per
  * sample cost 2–3 times what the reads need (bench/sampler.ts).
  *
- * The loop hands back right after the last tick before the slot where a JS
- * tick is due (the thread is awake then; the JS side decodes, then sleeps
- * until that slot and ticks on time), when the ring is full, after a tick in which every file of a group failed (the target is
+ * The loop hands back at the slot where a JS tick is due: having slept
+ * until it, when it took few ticks since it started (decoding them delays
+ * that tick little, and JS wakes once), or else right after the last tick
+ * before it (the thread is awake then; JS decodes the many ticks, sleeps
+ * until the slot and ticks on time); also when the ring is full, after a tick in which every file of a group failed (the target is
  * gone), or as soon as the control word is set: it sleeps in a futex on
  * that word, which `wakeSamplingLoop` wakes from any thread.
  *
@@ -24,7 +26,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 /** sched[] slots shared with the C loop (monotonic ms on CLOCK_MONOTONIC, performance.now()'s clock). */
-export const SCHED = { anchor: 0, interval: 1, live: 2, ticks: 3 } as const;
+export const SCHED = { anchor: 0, interval: 1, live: 2, ticks: 3, origin: 4, early: 5, sleepToLive: 6 } as const;
 /** Why the loop handed back. */
 export const LOOP = { live: 1, full: 2, gone: 3, command: 4 } as const;
 
@@ -76,20 +78,24 @@ double cpost_now(void) { return now_ms(); }
 
 /*
  * Samples on the slots anchor + k * interval before the slot 'live' (sched[]),
- * reading each file whose due time has come (due[f] <= tick; then due[f] =
- * tick + every[f]; every[f] == 0: each tick) into its place of the tick's
- * record. times[] per tick: the tick's start, then per group the time its
+ * reading each file whose due time has come (due[f] <= tick; every[f] == 0:
+ * each tick) into its place of the tick's record; a file read is due again at
+ * the next multiple of every[f] after the tick on the clock that starts at
+ * sched[origin], less sched[early] (dueAfter of collectors/cgroup/files.ts). times[] per tick: the tick's start, then per group the time its
  * reads ended. Returns a LOOP reason; sched[ticks] = ticks recorded.
  */
 int cpost_capture(volatile int *flag, double *sched, int nfiles, const int *fds, const int *caps, const int *offsets,
                   const double *every, double *due, int ngroups, const int *group_ends,
                   double *times, int *lengths, unsigned char *data, int record_bytes, int capacity) {
-  double anchor = sched[0], interval = sched[1], live = sched[2];
+  double anchor = sched[0], interval = sched[1], live = sched[2], origin = sched[4], early = sched[5], sleep_to_live = sched[6];
   int ticks = 0, reason = 0;
   for (;;) {
     double now = now_ms();
     double next = now < anchor ? anchor : anchor + interval * ((double)(long)((now - anchor) / interval) + 1.0);
-    if (next >= live - interval / 2) { reason = 1; break; } /* the next slot is JS's: return now, while awake */
+    if (next >= live - interval / 2) { /* the next slot is JS's */
+      reason = ticks > sleep_to_live ? 1 : sleep_until(flag, live) ? 4 : 1;
+      break;
+    }
     if (sleep_until(flag, next)) { reason = 4; break; }
     double tick = now_ms();
     double *row = times + (long)ticks * (ngroups + 1);
@@ -101,7 +107,7 @@ int cpost_capture(volatile int *flag, double *sched, int nfiles, const int *fds,
       int read = 0, failed = 0;
       for (; f < group_ends[g]; f++) {
         if (due[f] > tick) { len[f] = -2; continue; } /* NOT_READ of collectors/cgroup/files.ts */
-        due[f] = tick + every[f];
+        if (every[f] > 0) due[f] = origin + every[f] * ((double)(long)((tick - origin + early) / every[f]) + 1.0) - early;
         long n = pread(fds[f], record + offsets[f], caps[f], 0);
         len[f] = (int)n;
         read++;

@@ -15,7 +15,7 @@ import { builtinCollector, defineCollector } from "../../core/contracts/plugin-s
 import type { Collector, MetricBuffer, MetricSpec, Probe } from "../../core/contracts/types.ts";
 import { findContainerCgroup, resolveRoots, type CgroupRoots } from "../cgroup/paths.ts";
 import { defineProcCounters } from "./proc.ts";
-import { closeStatFile, keyBytes, nextLine, numberAt, openStatFile, reread, startsWith, type CapturingProbe, type StatFile } from "../cgroup/files.ts";
+import { closeStatFile, dueAfter, keyBytes, nextLine, numberAt, openStatFile, reread, startsWith, type CapturingProbe, type StatFile } from "../cgroup/files.ts";
 
 /** Options of the blkio collector: where the cgroup filesystem and /proc are. */
 export type BlkioOptions = CgroupRoots;
@@ -33,11 +33,11 @@ const METRICS: readonly MetricSpec[] = [
  * (the /proc fallback's above all: a file per process, the pid list, the
  * parents) cost more than the CPU and memory ones; at 10 ms they were most
  * of the sampler's CPU. Between readings the sampler's native loop needs
- * nothing from this probe (`captured` has no files). Due 2.5 ms early, so a
- * late wake-up does not push the reading a whole interval further.
+ * nothing from this probe (`captured` has no files). Due as files.ts's
+ * dueAfter says: on the sampler's 100 ms marks, with the cgroup collector's
+ * slower tiers.
  */
 const IO_MS = 100;
-const JITTER_MS = 2.5;
 const READ = keyBytes("Read");
 const WRITE = keyBytes("Write");
 const V2_KEYS = ["rbytes=", "wbytes=", "rios=", "wios="].map(keyBytes);
@@ -127,7 +127,7 @@ export function defineBlkioCollector(options: BlkioOptions = {}) {
             out.values.fill(NaN, out.base, out.base + METRICS.length);
             return true;
           }
-          due = out.monotonicMs + IO_MS - JITTER_MS;
+          due = dueAfter(out.monotonicMs, IO_MS);
           if (!reread(bytesFile)) {
             // The cgroup is gone, so are its processes: what /proc's fallback settles from their
             // reaping (what they did after their last reading) makes one last row, if it adds anything.

@@ -41,10 +41,29 @@ export function reread(file: StatFile): boolean {
   }
 }
 
+/**
+ * How early a slower tier counts as due: a tick that wakes a little late
+ * (or early) must not push the tier a whole interval further, so at the
+ * default 10 ms interval a 10 ms tier is in every row.
+ */
+export const DUE_EARLY_MS = 2.5;
+
+/**
+ * When a tier of `periodMs` read at `nowMs` (MetricBuffer.monotonicMs) is
+ * due again: at the next multiple of the period on that clock, less
+ * DUE_EARLY_MS. On multiples, not `nowMs + period`: every series of a
+ * sampler shares the clock, so their slower tiers fall on the same ticks,
+ * and the native loop hands back to JS once for all of them. The native
+ * loop (native/sampling-loop.ts) computes the same for captured files.
+ */
+export function dueAfter(nowMs: number, periodMs: number): number {
+  return periodMs * (Math.floor((nowMs + DUE_EARLY_MS) / periodMs) + 1) - DUE_EARLY_MS;
+}
+
 /** StatFile.length of a captured file the native loop did not read on that tick (not due). */
 export const NOT_READ = -2;
 
-/** A file re-read by the sampler's native loop: every tick (`everyMs` 0), or at most every `everyMs`. */
+/** A file re-read by the sampler's native loop: every tick (`everyMs` 0), or when due, then due again at dueAfter(tick, everyMs). */
 export interface CapturedFile {
   readonly file: StatFile;
   readonly everyMs: number;

@@ -14,7 +14,7 @@
  */
 import { builtinCollector, defineCollector } from "../../core/contracts/plugin-sdk.ts";
 import type { Collector, MetricBuffer, Probe } from "../../core/contracts/types.ts";
-import { closeStatFile, NOT_READ, reread, type CapturedFile, type CapturingProbe } from "./files.ts";
+import { closeStatFile, dueAfter, NOT_READ, reread, type CapturedFile, type CapturingProbe } from "./files.ts";
 import { findContainerCgroup, hostMemoryBytes, resolveRoots, type CgroupRoots } from "./paths.ts";
 import { MEM_USAGE, METRICS, openV1, openV2, PERCENT, USAGE, type Reader } from "./readers.ts";
 
@@ -30,12 +30,6 @@ const CPU_WINDOW_MS = 100;
 /** A series younger than this has no cpu.percent yet: over a shorter span one tick is more than 2 %. */
 const CPU_MIN_WINDOW_MS = 50;
 const SLOW_MS = 1000;
-/**
- * A tier is due this much before its period has passed, so that late
- * wake-ups do not push it a whole interval further: at the default 10 ms
- * interval memory.stat is in every row, the breakdown in every tenth.
- */
-const JITTER_MS = 2.5;
 
 /**
  * cpu.percent: Δusage over Δwall time back to the newest sample at least
@@ -85,7 +79,7 @@ function openProbe(reader: Reader, clock: () => number): CapturingProbe {
     for (let i = 0; i < slotOf.length; i++) values[base + i] = v[slotOf[i]!]!;
   };
   const captured: CapturedFile[] = reader.fastFiles.map((file) => ({ file, everyMs: 0, dueMs: () => -Infinity }));
-  if (workingSet) captured.push({ file: workingSet, everyMs: WORKING_SET_MS - JITTER_MS, dueMs: () => workingSetDue });
+  if (workingSet) captured.push({ file: workingSet, everyMs: WORKING_SET_MS, dueMs: () => workingSetDue });
   return {
     metrics: order.map((i) => METRICS[i]!),
     source: reader.source,
@@ -100,15 +94,15 @@ function openProbe(reader: Reader, clock: () => number): CapturingProbe {
       if (workingSet && now >= workingSetDue) {
         reread(workingSet);
         reader.parseWorkingSet(v);
-        workingSetDue = now + WORKING_SET_MS - JITTER_MS;
+        workingSetDue = dueAfter(now, WORKING_SET_MS);
       }
       if (now >= breakdownDue) {
         reader.breakdown(v);
-        breakdownDue = now + BREAKDOWN_MS - JITTER_MS;
+        breakdownDue = dueAfter(now, BREAKDOWN_MS);
       }
       if (now >= slowDue) {
         reader.slow(v);
-        slowDue = now + SLOW_MS - JITTER_MS;
+        slowDue = dueAfter(now, SLOW_MS);
       }
       write(out);
       return true;
@@ -122,7 +116,7 @@ function openProbe(reader: Reader, clock: () => number): CapturingProbe {
         v[PERCENT] = window.percent(readMs, v[USAGE]!);
         if (workingSet && workingSet.length !== NOT_READ) {
           reader.parseWorkingSet(v);
-          workingSetDue = out.monotonicMs + WORKING_SET_MS - JITTER_MS;
+          workingSetDue = dueAfter(out.monotonicMs, WORKING_SET_MS);
         }
         write(out);
         return true;

@@ -7,8 +7,8 @@
  * `capture()`, which decodes what the loop read, in order, when it returns.
  */
 import { existsSync } from "node:fs";
-import { capturedReadsOf, type CapturedReads, type StatFile } from "../../collectors/cgroup/files.ts";
-import { SCHED, type CaptureArgs, type SamplingLoop } from "../../native/sampling-loop.ts";
+import { capturedReadsOf, DUE_EARLY_MS, type CapturedReads, type StatFile } from "../../collectors/cgroup/files.ts";
+import { LOOP, SCHED, type CaptureArgs, type SamplingLoop } from "../../native/sampling-loop.ts";
 import { pluginError } from "../contracts/errors.ts";
 import { columnKey, isUnavailable, type Collector, type MetricBuffer, type MetricColumn, type Probe, type Target } from "../contracts/types.ts";
 
@@ -103,6 +103,9 @@ interface CapturePlan {
   /** The data ring as a Buffer, to copy a tick's bytes into each file's own buffer without allocating. */
   ring: Buffer;
 }
+
+/** With at most this many ticks to decode, the loop sleeps until the JS tick's slot itself (one JS wake instead of two). */
+const SLEEP_TO_LIVE_TICKS = 16;
 
 /** The longest stretch the native loop runs before the sampling thread looks again (rows reach batches at least this often). */
 const CAPTURE_STRETCH_MS = 250;
@@ -347,7 +350,7 @@ export function defineSamplingCore(options: CoreOptions) {
       ring,
       args: {
         flag,
-        sched: new Float64Array(4),
+        sched: new Float64Array(7),
         nfiles: files.length,
         fds: array(Int32Array, files.map((f) => f.fd)),
         caps: array(Int32Array, files.map((f) => f.buf.length)),
@@ -511,7 +514,7 @@ export function defineSamplingCore(options: CoreOptions) {
      * (a probe's slower tier, a finishing series' deadline, at most every
      * 250 ms), then decodes what it read, tick by tick, as `tick()` would
      * have sampled it. Returns the LOOP reason it handed back for (on
-     * LOOP.live the next slot, `nextDue()`, is the caller's to tick), or 0 when the loop cannot take the
+     * LOOP.live the caller ticks at `liveSlotMs()`, now or soon), or 0 when the loop cannot take the
      * next tick: a series waits for its cgroup, a probe offers no captured
      * reads, or the next tick is the one JS is due for.
      */
@@ -541,13 +544,22 @@ export function defineSamplingCore(options: CoreOptions) {
       a.sched[SCHED.interval] = intervalMs;
       a.sched[SCHED.live] = liveSlot - toEpoch;
       a.sched[SCHED.ticks] = 0;
+      a.sched[SCHED.origin] = epochOriginMs - toEpoch;
+      a.sched[SCHED.early] = DUE_EARLY_MS;
+      a.sched[SCHED.sleepToLive] = SLEEP_TO_LIVE_TICKS;
       for (let f = 0; f < a.nfiles; f++) {
         const due = current.dueOf[f];
         a.due[f] = due ? due() + epochOriginMs - toEpoch : -Infinity;
       }
       const reason = loop.capture(a);
       decode(current, a.sched[SCHED.ticks]!, toEpoch, loop.monotonicToNow);
+      if (reason === LOOP.live) slotMs = liveSlot;
       return reason;
+    },
+
+    /** The slot of the JS tick the last capture() handed back for (epoch ms). */
+    liveSlotMs(): number {
+      return slotMs;
     },
 
     intervals(): IntervalReport {

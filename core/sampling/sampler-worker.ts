@@ -115,7 +115,7 @@ function run(init: WorkerInit, collectors: Collector[], port: MessagePort, nativ
       due = Infinity; // decoded; the next slot is the loop's again
       continue;
     }
-    if (captured === LOOP.live) due = core.nextDue(); // the slot JS ticks itself, after the loop's last
+    if (captured === LOOP.live) due = core.liveSlotMs(); // the slot JS ticks itself: now, or after a short wait
     const wait = due - epochNow();
     if (captured !== LOOP.command && wait > 0 && Atomics.load(ctrl, CTRL.wake) === 0) Atomics.wait(ctrl, CTRL.wake, 0, Number.isFinite(wait) ? wait : undefined);
     if (Atomics.exchange(ctrl, CTRL.wake, 0) === 0) continue;
