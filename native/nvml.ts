@@ -1,5 +1,5 @@
 /**
- * NVML (libnvidia-ml.so.1) through bun:ffi: the only FFI code of cpost.
+ * NVML (libnvidia-ml.so.1) through bun:ffi (native/ holds all of cpost's FFI code).
  * `openNvml` loads the library on first use, checks every nvmlReturn_t and
  * turns failures into CpostErrors carrying nvmlErrorString's text. The
  * per-device readers are the sampler's hot path: preallocated buffers,

@@ -474,7 +474,8 @@ export interface RunResult {
   summaries: OperatorSummary[];
   endedAtMs: number;
   /** Achieved sampling intervals, ms. */
-  interval: { target: number; p50: number; p99: number; samples: number };
+  /** The sampling intervals achieved; `nativeTicks`: samples the native loop took (core/sampling, native/sampling-loop.ts). */
+  interval: { target: number; p50: number; p99: number; samples: number; nativeTicks?: number };
   interrupted: boolean;
   /** Sinks that did not get every batch (fell behind and dropped, or cut off at the end). Optional; absent = none lost. */
   sinkLosses?: SinkLoss[];
