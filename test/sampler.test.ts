@@ -19,6 +19,7 @@ import { SummaryBuilder } from "../core/sizing/summary.ts";
 import type { Collector, SampleBatch, Target } from "../core/contracts/types.ts";
 import absent from "./fixtures/collectors/absent.ts";
 import flaky from "./fixtures/collectors/flaky.ts";
+import sparse from "./fixtures/collectors/sparse.ts";
 import { compiledBinary, dockerTest, REPO, runProcess } from "./support.ts";
 import { removeContainer, removeMine, startContainer, waitContainer } from "./test-containers.ts";
 
@@ -114,6 +115,19 @@ for (const mainThread of [false, true]) {
       await watch.finish();
       watch.stop();
       expect(() => r.sampler.watch(FIXTURE_TARGET)).toThrow(CpostError);
+    });
+
+    test("a row in which no probe measured anything is not kept (a probe between its readings leaves its slots NaN)", async () => {
+      const r = recording({ mainThread, intervalMs: 2, collectors: [sparse] });
+      const watch = r.sampler.watch(FIXTURE_TARGET);
+      await Bun.sleep(100);
+      watch.stop();
+      r.sampler.close();
+      const reads = r.column("test.reads");
+      expect(reads.length).toBeGreaterThan(5);
+      expect(reads.every((n) => n % 3 === 0)).toBe(true); // only the reads that measured, each once, in order
+      expect(reads).toEqual(reads.map((_, i) => 3 * (i + 1)));
+      expect(watch.samples).toBe(reads.length);
     });
 
     test("a plugin probe that throws is disabled with one warning; the others go on; an unavailable collector is said once", async () => {

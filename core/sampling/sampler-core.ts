@@ -176,6 +176,9 @@ export function defineSamplingCore(options: CoreOptions) {
    * Takes one row; false when no probe of the series is live any more. With
    * `readMs`, the native loop read the probes' files at `now` (their bytes
    * are in the files' buffers) and the probes decode them instead of reading.
+   * A row in which no probe measured anything is not kept: after a
+   * container's cgroup has gone, a probe that notices only at its slower
+   * tier (blkio, ~100 ms) would otherwise add rows of nothing.
    */
   const sample = (s: Series, now: number, readMs?: number): boolean => {
     if (s.rows === s.capacity) allocate(s, s.capacity * 2);
@@ -200,6 +203,15 @@ export function defineSamplingCore(options: CoreOptions) {
       closeProbe(p);
     }
     s.lastSampleMs = now;
+    if (wrote) {
+      wrote = false;
+      for (let i = rowBase; i < rowBase + s.width; i++) {
+        if (s.values[i] === s.values[i]) {
+          wrote = true; // not NaN: something was measured
+          break;
+        }
+      }
+    }
     if (wrote) {
       if (s.rows === 0) s.batchStartMs = now;
       s.timestampMs[s.rows] = now;
