@@ -78,16 +78,26 @@ describe("cgroup v2 io.stat (real v2 files)", () => {
     probe.close();
   });
 
-  test("read about every 100 ms: the rows between leave the disk counters NaN", () => {
+  test("the cgroup's files read about every 10 ms, /proc about every 100 ms: the rows between leave the disk counters NaN", () => {
     const roots = fixtureCopy();
     const probe = open(target(DOCKER_ID), roots);
     const first = readAt(probe, 100);
-    for (const between of [readAt(probe, 101), readAt(probe, 110), readAt(probe, 190)]) {
-      expect(between.alive).toBe(true);
-      expect(Object.values(between.values).every(Number.isNaN)).toBe(true);
-    }
-    expect(readAt(probe, 200).values).toEqual(first.values);
+    const between = readAt(probe, 101);
+    expect(between.alive).toBe(true);
+    expect(Object.values(between.values).every(Number.isNaN)).toBe(true);
+    expect(readAt(probe, 110).values).toEqual(first.values);
     probe.close();
+    // where /proc is the source (io.stat empty), what its processes did since shows at the next 100 ms mark, not before
+    writeFileSync(join(roots.dir, "io.stat"), "");
+    const pid = readFileSync(join(roots.dir, "cgroup.procs"), "utf8").trim();
+    const ioFile = join(roots.procRoot, pid, "io");
+    const fromProc = open(target(DOCKER_ID), roots);
+    const before = readAt(fromProc, 100).values["io.read_bytes"]!;
+    writeFileSync(ioFile, readFileSync(ioFile, "utf8").replace(/^read_bytes: \d+$/m, `read_bytes: ${before + 4096}`));
+    expect(readAt(fromProc, 101).values["io.read_bytes"]).toBeNaN();
+    for (const ms of [110, 150, 190]) expect(readAt(fromProc, ms).values["io.read_bytes"]).toBe(before);
+    expect(readAt(fromProc, 200).values["io.read_bytes"]).toBe(before + 4096);
+    fromProc.close();
   });
 
   test("io.stat empty while the processes' /proc/<pid>/io shows bytes: those bytes, ops not measured, and the source says so", () => {

@@ -4,18 +4,18 @@
  * (v2). Where those stay empty (measured: kernel 6.18, v1, virtio disk, even
  * for O_DIRECT; docker stats shows nothing there either), the bytes come from
  * /proc/<pid>/io of the container's processes: a counter the cgroup files
- * leave at zero is taken from /proc, and `source` says which one it was. Read
- * about every 100 ms; rows in between leave the slots NaN. When the cgroup
- * goes, what its processes did after their last reading (settled from their
- * reaping, proc.ts) makes one last row; on v2 that tail is added to
- * io.stat's last count.
+ * leave at zero is taken from /proc, and `source` says which one it was. The
+ * cgroup files are read about every 10 ms, /proc about every 100 ms; rows in
+ * between leave the slots NaN. When the cgroup goes, what its processes did
+ * after their last reading (settled from their reaping, proc.ts) makes one
+ * last row; on v2 that tail is added to io.stat's last count.
  */
 import { existsSync } from "node:fs";
 import { builtinCollector, defineCollector } from "../../core/contracts/plugin-sdk.ts";
 import type { Collector, MetricBuffer, MetricSpec, Probe } from "../../core/contracts/types.ts";
 import { findContainerCgroup, resolveRoots, type CgroupRoots } from "../cgroup/paths.ts";
 import { defineProcCounters } from "./proc.ts";
-import { closeStatFile, dueAfter, keyBytes, nextLine, numberAt, openStatFile, reread, startsWith, type CapturingProbe, type StatFile } from "../cgroup/files.ts";
+import { closeStatFile, dueAfter, keyBytes, nextLine, numberAt, NOT_READ, openStatFile, reread, startsWith, type CapturingProbe, type StatFile } from "../cgroup/files.ts";
 
 /** Options of the blkio collector: where the cgroup filesystem and /proc are. */
 export type BlkioOptions = CgroupRoots;
@@ -28,16 +28,18 @@ const METRICS: readonly MetricSpec[] = [
 ];
 
 /**
- * Disk counters are read about every 100 ms: they are cumulative (a coarser
- * reading loses no bytes), block I/O completes in bursts, and these reads
- * (the /proc fallback's above all: a file per process, the pid list, the
- * parents) cost more than the CPU and memory ones; at 10 ms they were most
- * of the sampler's CPU. Between readings the sampler's native loop needs
- * nothing from this probe (`captured` has no files). Due as files.ts's
- * dueAfter says: on the sampler's 100 ms marks, with the cgroup collector's
- * slower tiers.
+ * The cgroup's files (io.stat; v1's two blkio files) are read about every
+ * 10 ms, by the sampler's native loop between JS ticks: one or two cheap
+ * reads, and the op counts exist only there, so the last interval before a
+ * cgroup goes (lost with it) must stay short; at 100 ms an init that did
+ * 200 MiB of O_DIRECT reads and exited at once showed 145 of its 200 read
+ * ops. The /proc fallback (the pid list, a file per process, the parents)
+ * costs more than everything else together and its bytes are settled at
+ * the end from the reaping, so it is read about every 100 ms. Due as
+ * files.ts's dueAfter says, on the sampler's shared marks.
  */
-const IO_MS = 100;
+const CGROUP_MS = 10;
+const PROC_MS = 100;
 const READ = keyBytes("Read");
 const WRITE = keyBytes("Write");
 const V2_KEYS = ["rbytes=", "wbytes=", "rios=", "wios="].map(keyBytes);
@@ -98,13 +100,79 @@ export function defineBlkioCollector(options: BlkioOptions = {}) {
       const proc = existsSync(`${dir}/cgroup.procs`) ? defineProcCounters(roots.procRoot, `${dir}/cgroup.procs`, target) : null;
       const cgroup = new Float64Array(4);
       const fromProc = new Float64Array(2);
-      const procAtCgroupRead = new Float64Array(2);
+      // Both sources as read on the same tick (the last one that read /proc): what /proc adds after it
+      // is what the cgroup's count lacks once the cgroup has gone.
+      const jointCgroup = new Float64Array(2);
+      const jointProc = new Float64Array(2);
       const reported = new Float64Array(2);
       // Which source each reported counter last came from, and so the probe's `source`: early on /proc
       // can show dirtied pages io.stat has not counted yet; once the cgroup's count passes them, it is the source again.
       const reportedFromProc = [false, false];
-      let due = -Infinity;
+      let cgroupDue = -Infinity;
+      let procDue = -Infinity;
       let gone = false;
+      const files = opsFile ? [bytesFile, opsFile] : [bytesFile];
+
+      /** Parses the cgroup files' last read into `cgroup`; false once they cannot be read (the cgroup is gone). */
+      const parseCgroup = (): boolean => {
+        if (bytesFile.length < 0) return false;
+        if (cg.version === 2) sumV2(bytesFile, cgroup);
+        else {
+          sumV1(bytesFile, cgroup, 0);
+          // no bytes, no ops: the ops file's read is not used while the bytes are zero (always, on some kernels)
+          if (cgroup[0]! + cgroup[1]! === 0) cgroup[2] = cgroup[3] = 0;
+          else if (opsFile && opsFile.length >= 0) sumV1(opsFile, cgroup, 2);
+          else cgroup[2] = cgroup[3] = NaN;
+        }
+        return true;
+      };
+
+      /**
+       * The row from what was read: `cgroupRead` (else the cgroup's slots stay NaN: not read this tick),
+       * /proc as last read (`procRead`: on this tick). False: the settling row after the cgroup went added nothing.
+       */
+      const emit = (out: MetricBuffer, cgroupRead: boolean, procRead: boolean): boolean => {
+        const values = out.values;
+        const base = out.base;
+        if (!cgroupRead && !gone) {
+          values.fill(NaN, base, base + METRICS.length);
+          return true;
+        }
+        let rose = false;
+        for (let i = 0; i < 2; i++) {
+          // The cgroup's count is the source wherever it has bytes; /proc is read a moment
+          // later, so while I/O is in flight it runs ahead and must not win on that alone.
+          const fromCgroup = !proc || cgroup[i]! > 0 || !(fromProc[i]! > 0);
+          // Once the cgroup is gone its last count misses what was done after that reading;
+          // /proc's final count (settled from the reaping) says how much that was.
+          const best = !fromCgroup ? fromProc[i]! : gone ? Math.max(cgroup[i]!, jointCgroup[i]! + Math.max(0, fromProc[i]! - jointProc[i]!)) : cgroup[i]!;
+          if (!gone && procRead) {
+            jointCgroup[i] = cgroup[i]!;
+            jointProc[i] = proc ? fromProc[i]! : 0;
+          }
+          // counters never go back: a child's bytes are briefly in neither it nor its parent while it is reaped
+          if (best > reported[i]!) {
+            reported[i] = best;
+            reportedFromProc[i] = !fromCgroup;
+            rose = true;
+          }
+          values[base + i] = reported[i]!;
+        }
+        if (gone && !rose) return false;
+        // ops exist only in the cgroup files: if they missed bytes /proc saw, their op counts are wrong too
+        const opsTrusted = cgroup[0]! + cgroup[1]! > 0 || reported[0]! + reported[1]! === 0;
+        values[base + 2] = opsTrusted ? cgroup[2]! : NaN;
+        values[base + 3] = opsTrusted ? cgroup[3]! : NaN;
+        return true;
+      };
+
+      /** The cgroup went (its files failed): the processes' settled /proc counts make one last row, if they add anything. */
+      const settle = (out: MetricBuffer): boolean => {
+        if (!proc) return false;
+        gone = true;
+        proc.read(out.monotonicMs, fromProc);
+        return emit(out, false, true);
+      };
       const cgroupSource = cg.version === 2 ? `cgroup v2 ${dir}/io.stat` : `cgroup v1 ${dir}/blkio.throttle.io_service_bytes,io_serviced`;
       return {
         metrics: METRICS,
@@ -114,59 +182,30 @@ export function defineBlkioCollector(options: BlkioOptions = {}) {
             : cgroupSource;
         },
         captured: {
-          files: [],
-          liveDueMs: () => due,
+          files: files.map((file) => ({ file, everyMs: CGROUP_MS, dueMs: () => cgroupDue })),
+          liveDueMs: () => procDue,
           decode(out: MetricBuffer): boolean {
-            out.values.fill(NaN, out.base, out.base + METRICS.length);
-            return !gone;
+            if (gone) return false;
+            if (bytesFile.length === NOT_READ) return emit(out, false, false);
+            cgroupDue = dueAfter(out.monotonicMs, CGROUP_MS);
+            return parseCgroup() ? emit(out, true, false) : settle(out);
           },
         },
         read(out: MetricBuffer): boolean {
           if (gone) return false;
-          if (out.monotonicMs < due) {
-            out.values.fill(NaN, out.base, out.base + METRICS.length);
-            return true;
+          const now = out.monotonicMs;
+          const cgroupRead = now >= cgroupDue;
+          if (cgroupRead) {
+            cgroupDue = dueAfter(now, CGROUP_MS);
+            for (const file of files) reread(file);
+            if (!parseCgroup()) return settle(out);
           }
-          due = dueAfter(out.monotonicMs, IO_MS);
-          if (!reread(bytesFile)) {
-            // The cgroup is gone, so are its processes: what /proc's fallback settles from their
-            // reaping (what they did after their last reading) makes one last row, if it adds anything.
-            if (!proc) return false;
-            gone = true;
-          } else if (cg.version === 2) sumV2(bytesFile, cgroup);
-          else {
-            sumV1(bytesFile, cgroup, 0);
-            // no bytes, no ops: skip the second read while the files are empty (always, on some kernels)
-            if (cgroup[0]! + cgroup[1]! === 0) cgroup[2] = cgroup[3] = 0;
-            else if (opsFile && reread(opsFile)) sumV1(opsFile, cgroup, 2);
-            else cgroup[2] = cgroup[3] = NaN;
+          const procRead = proc !== null && now >= procDue;
+          if (procRead) {
+            procDue = dueAfter(now, PROC_MS);
+            proc.read(now, fromProc);
           }
-          if (proc) proc.read(out.monotonicMs, fromProc);
-          const values = out.values;
-          const base = out.base;
-          let rose = false;
-          for (let i = 0; i < 2; i++) {
-            // The cgroup's count is the source wherever it has bytes; /proc is read a moment
-            // later, so while I/O is in flight it runs ahead and must not win on that alone.
-            const fromCgroup = !proc || cgroup[i]! > 0 || !(fromProc[i]! > 0);
-            // Once the cgroup is gone its last count misses what was done after that reading;
-            // /proc's final count (settled from the reaping) says how much that was.
-            const best = !fromCgroup ? fromProc[i]! : gone ? cgroup[i]! + Math.max(0, fromProc[i]! - procAtCgroupRead[i]!) : cgroup[i]!;
-            if (!gone) procAtCgroupRead[i] = proc ? fromProc[i]! : 0;
-            // counters never go back: a child's bytes are briefly in neither it nor its parent while it is reaped
-            if (best > reported[i]!) {
-              reported[i] = best;
-              reportedFromProc[i] = !fromCgroup;
-              rose = true;
-            }
-            values[base + i] = reported[i]!;
-          }
-          if (gone && !rose) return false;
-          // ops exist only in the cgroup files: if they missed bytes /proc saw, their op counts are wrong too
-          const opsTrusted = cgroup[0]! + cgroup[1]! > 0 || reported[0]! + reported[1]! === 0;
-          values[base + 2] = opsTrusted ? cgroup[2]! : NaN;
-          values[base + 3] = opsTrusted ? cgroup[3]! : NaN;
-          return true;
+          return emit(out, cgroupRead, procRead);
         },
         close() {
           closeStatFile(bytesFile);
