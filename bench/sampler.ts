@@ -127,8 +127,8 @@ try {
   const best = (xs: number[]) => Math.min(...xs);
   const median = (xs: number[]) => quantiles(xs).p50;
   console.log("1. per-sample cost, cgroup + blkio of one container (5 rounds; median, best)");
-  console.log(`   at 1 kHz (memory.stat ~10 ms, breakdown and disk ~100 ms, PSI/limit ~1 s): ${f(median(at1kHz))} µs, best ${f(best(at1kHz))} µs   (goal ≤ 15 µs)`);
-  console.log(`   at 10 ms (memory.stat every sample, the rest as above):                 ${f(median(at10ms))} µs, best ${f(best(at10ms))} µs`);
+  console.log(`   at 1 kHz (memory.stat, disk files ~10 ms; breakdown, /proc ~100 ms; PSI/limit ~1 s): ${f(median(at1kHz))} µs, best ${f(best(at1kHz))} µs   (goal ≤ 15 µs)`);
+  console.log(`   at 10 ms (memory.stat and disk files every sample, the rest as above):            ${f(median(at10ms))} µs, best ${f(best(at10ms))} µs`);
   console.log(`   every file every sample:                                                ${f(median(everyTier))} µs, best ${f(best(everyTier))} µs`);
   for (const p of probes) console.log(`   source: ${p.source}`);
   for (const p of probes) p.close();
