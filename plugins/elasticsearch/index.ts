@@ -20,11 +20,6 @@ import { engineOf, setupCluster, templatesPresent, type Engine } from "./setup.t
 import { openSpool } from "./spool.ts";
 import { LIFECYCLE_POLICY } from "./templates.ts";
 
-/** A duration option (`10s`, `500ms`, `2m`, bare ms), or its default. */
-export function optionMs(text: string | undefined, fallbackMs: number, option: string): number {
-  return text === undefined ? fallbackMs : parseDuration(text, { flag: `--${option}`, code: "input" });
-}
-
 /** A whole number of at least `min`. */
 function parseCount(text: string, option: string, min = 0): number {
   if (!/^\d+$/.test(text.trim()) || Number(text) < min) throw new CpostError("input", `--${option} ${JSON.stringify(text)} is not a whole number of at least ${min}`);

@@ -1,12 +1,12 @@
 /** `cpost es setup`: the lifecycle policy and index templates of cpost's Elasticsearch / OpenSearch data, idempotent (plugins/elasticsearch/setup.ts does the work). */
 import { defineCommand } from "citty";
 import { CpostError } from "../../contracts/errors.ts";
+import { parseDuration } from "../../contracts/units.ts";
 import { esConnection } from "../../../plugins/elasticsearch/client.ts";
-import { optionMs } from "../../../plugins/elasticsearch/index.ts";
 import { engineOf, setupCluster, setupRequests } from "../../../plugins/elasticsearch/setup.ts";
 
 const connectionArgs = {
-  "es-url": { type: "string", description: "Elasticsearch URL (or CPOST_ES_URL)", valueHint: "https://host:9200" },
+  "es-url": { type: "string", description: "Elasticsearch URL, or several nodes comma-separated (or CPOST_ES_URL)", valueHint: "https://host:9200" },
   "es-api-key-file": { type: "string", description: "file holding an API key (or CPOST_ES_API_KEY)", valueHint: "file" },
   "es-user": { type: "string", description: "user for basic auth (or CPOST_ES_USER)" },
   "es-password-file": { type: "string", description: "file holding the password (or CPOST_ES_PASSWORD)", valueHint: "file" },
@@ -45,7 +45,7 @@ const setup = defineCommand({
     // Every string flag goes through, so a secret given inline (--es-api-key) is refused, not ignored.
     const flags = Object.fromEntries(Object.entries(args).filter((e): e is [string, string] => typeof e[1] === "string" && e[0].startsWith("es-")).map(([k, v]) => [k.slice(3), v]));
     const conn = esConnection(flags);
-    conn.timeoutMs = optionMs(args["es-timeout"], 30_000, "es-timeout");
+    conn.timeoutMs = parseDuration(args["es-timeout"], { flag: "--es-timeout", code: "input" });
     const report = await setupCluster(conn, options);
     process.stdout.write(`${report.engine.label} at ${conn.url}\n${report.lines.join("\n")}\n`);
     const targets = args.legacy ? "cpumetrics and gpumetrics" : "metrics-cpost.container-* and metrics-cpost.gpu-*";

@@ -5,7 +5,7 @@
  */
 import { defineCommand } from "citty";
 import { builtinCollectors, DEFAULT_COLLECTORS } from "../../../collectors/index.ts";
-import { builtinSinks, SINK_ALIASES, sinkName } from "../../../plugins/index.ts";
+import { builtinSinkNames, builtinSinks, sinkName } from "../../../plugins/index.ts";
 import { CpostError } from "../../contracts/errors.ts";
 import { commaList, parseArgs, valueOf, type FlagsDef } from "../flags.ts";
 import { parseDuration } from "../../contracts/units.ts";
@@ -30,7 +30,7 @@ export function parseForce(text: string | undefined): RunRequest["force"] {
 }
 
 /** Every `--<sink>-<option>` prefix: the built-in sinks, their aliases, and the loaded plugins. */
-export const sinkPrefixesOf = (plugins?: PluginSet): string[] => [...Object.keys(builtinSinks), ...Object.keys(SINK_ALIASES), ...(plugins?.plugins.map((p) => p.name) ?? [])];
+export const sinkPrefixesOf = (plugins?: PluginSet): string[] => [...builtinSinkNames(), ...(plugins?.plugins.map((p) => p.name) ?? [])];
 
 /** `names`, then the plugins loaded by flag that they leave out: those are used without being named again. */
 export const withEnabled = (names: string[], kind: "collector" | "sink", plugins: PluginSet): string[] => [...names, ...plugins.enabled(kind).filter((n) => !names.includes(n))];
